@@ -1,0 +1,1 @@
+"""Records → metrics → comparison reports. Imports nothing else from this repository."""

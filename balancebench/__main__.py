@@ -1,0 +1,5 @@
+import sys
+
+from balancebench.cli import main
+
+sys.exit(main())

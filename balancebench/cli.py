@@ -1,0 +1,52 @@
+"""The balancebench command line: a thin layer over the library.
+
+Every command is a few lines calling the library; domain errors become one line on stderr with exit code 2
+for bad input (1 for run-time failures), never a traceback.
+
+    $ balancebench cluster up --name dev --nodes 2 --targets 6 --sources 2
+    $ balancebench run loadtests/scenarios/seed.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from balancebench.errors import BalancebenchError
+
+app = typer.Typer(
+    name="balancebench",
+    help="Measure how Kubernetes Service load balancing spreads kept-alive HTTP traffic over pods.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _register_commands() -> None:
+    # Imported here so `balancebench --help` and each command load only what they need at call time.
+    # One line per command group; each group lives in balancebench/commands/<group>.py.
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and turn every expected failure into one line and an exit code."""
+    _register_commands()
+    try:
+        result = app(args=argv, prog_name="balancebench", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        print(f"balancebench: {exc.format_message()}{hint}", file=sys.stderr)
+        return 2
+    except BalancebenchError as exc:
+        print(f"balancebench: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("balancebench: interrupted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0

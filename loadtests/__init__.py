@@ -1,0 +1,1 @@
+"""Locust users, client connection-pool policies and load shapes. Knows nothing of clusters."""

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One-time machine set-up for balancebench: Debian packages, the .venv, the BPF object.
+# Safe to re-run: each step is skipped when already done, and says what it installs when it is not.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+start=$(date +%s)
+PYTHON=${PYTHON:-python3}
+
+# Debian packages the netns cluster, the eBPF dataplane and the report tests need.
+# command -> package, checked one by one so a ready machine never calls apt.
+declare -A needs=(
+  [ip]=iproute2 [nft]=nftables [iptables]=iptables [conntrack]=conntrack [ipvsadm]=ipvsadm
+  [nsenter]=util-linux [clang]=clang [llc]=llvm [bpftool]=bpftool [chromium]=chromium
+)
+missing=()
+for cmd in "${!needs[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
+done
+[ -e /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
+if [ "${#missing[@]}" -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  echo "setup: installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install Debian packages: run 'sudo apt-get install ${missing[*]}' and retry" >&2
+    exit 2
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The project's virtual environment, rebuilt when pyproject.toml changes.
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+  echo "setup: installing balancebench and its dependencies into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  touch .venv/.installed
+fi
+
+# The eBPF socket load balancer (Cilium-style cgroup/connect4), compiled for the bpf target.
+bpf_src=balancebench/clusters/netns/bpf/connect4.c
+bpf_obj=balancebench/clusters/netns/bpf/connect4.o
+if [ -f "$bpf_src" ] && { [ ! -f "$bpf_obj" ] || [ "$bpf_src" -nt "$bpf_obj" ]; }; then
+  echo "setup: compiling $bpf_obj"
+  clang -O2 -g -target bpf -I/usr/include/"$(uname -m)"-linux-gnu -c "$bpf_src" -o "$bpf_obj"
+fi
+
+took=$(( $(date +%s) - start ))
+[ "$took" -gt 2 ] && echo "setup: done in ${took}s"
+exit 0

@@ -1,0 +1,1 @@
+"""Workloads that run as pods: the echo target. Imports nothing else from this repository."""
