@@ -6,9 +6,9 @@ generator process writes its own files, flushed incrementally, so an interrupted
 
 Columns (units in the name or stated):
 
-==================  ========  =================================================================================
+==================  ========  =============================================================================
 column              type      meaning
-==================  ========  =================================================================================
+==================  ========  =============================================================================
 ts                  float64   when the request was meant to be sent, Unix epoch seconds (open loop: the
                               scheduled time; closed loop: the actual send time)
 cell                string    scenario cell id, e.g. ``nftables/okhttp/closed``
@@ -28,7 +28,7 @@ status              int16     HTTP status; 0 when there was no response
 error               string    "" on success, else the error kind: ``http_5xx``, ``http_4xx``, ``connect``,
                               ``reset``, ``timeout``, ``protocol``, ``other``
 warmup              bool      sent during warm-up; excluded from every metric
-==================  ========  =================================================================================
+==================  ========  =============================================================================
 """
 
 from __future__ import annotations

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+
+try:  # typer >= 0.20 vendors its own click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on the system click
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from balancebench.errors import BalancebenchError
 
@@ -26,6 +30,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Measure how Kubernetes Service load balancing spreads kept-alive HTTP traffic over pods."""
+
+
 def _register_commands() -> None:
     # Imported here so `balancebench --help` and each command load only what they need at call time.
     # One line per command group; each group lives in balancebench/commands/<group>.py.
@@ -37,16 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     _register_commands()
     try:
         result = app(args=argv, prog_name="balancebench", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.UsageError as exc:
+    except click_exceptions.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         print(f"balancebench: {exc.format_message()}{hint}", file=sys.stderr)
         return 2
     except BalancebenchError as exc:
         print(f"balancebench: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         print("balancebench: interrupted", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0

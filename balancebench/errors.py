@@ -1,7 +1,7 @@
 """The exception tree of balancebench, drawn once.
 
     BalancebenchError          anything the CLI turns into one line on stderr (exit_code says which code)
-    ├── InvalidInput           the user asked for something wrong: bad flag, spec, scenario, unknown pod (exit 2)
+    ├── InvalidInput           bad input: a flag, spec, scenario or unknown pod (exit 2)
     │   └── MissingFeature     this machine lacks a kernel feature or tool the request needs (exit 2)
     ├── ClusterError           a cluster operation failed at run time (exit 1)
     │   └── CommandError       a shell-out failed; carries the command, its output and exit code (exit 1)
