@@ -1,0 +1,222 @@
+"""The provider interface every cluster backend implements (netns now, kind later).
+
+A provider brings clusters up, finds them again by name and tears them down; a cluster runs processes in
+its pods, scales the echo Deployment, kills pods and flips readiness. Load and analysis code only ever
+talk to these two protocols, so they never know which backend they run on.
+
+State is discovered, not stored: ``get``/``list``/``down`` find clusters by name from what is running,
+so ``down`` is safe to repeat and a crash never leaves something the tool cannot see.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal, Protocol, Self, runtime_checkable
+
+from balancebench.errors import InvalidInput
+
+DATAPLANES: tuple[str, ...] = ("nftables", "iptables", "ipvs", "ebpf")
+"""Service load-balancing dataplanes: kube-proxy's three modes and Cilium-style eBPF socket LB."""
+
+PodRole = Literal["target", "source"]
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSpec:
+    """What to bring up: topology, dataplane and the echo pods' options.
+
+    ``echo_args`` are passed to every echo pod (server-side connection policies, latency …);
+    ``pod_echo_args`` adds flags for single pods by name (``{"echo-0": ("--latency", "50ms")}``: a slow pod).
+    """
+
+    name: str
+    nodes: int = 2
+    targets: int = 6
+    sources: int = 2
+    dataplane: str = "nftables"
+    service_port: int = 80
+    target_port: int = 8080
+    admin_port: int = 8081
+    node_port: int = 30080
+    echo_args: tuple[str, ...] = ()
+    pod_echo_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InvalidInput(
+                f"invalid cluster name {self.name!r}: use 1-32 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        for what, value, least in (
+            ("nodes", self.nodes, 1),
+            ("targets", self.targets, 1),
+            ("sources", self.sources, 1),
+        ):
+            if value < least:
+                raise InvalidInput(f"--{what} must be at least {least}, got {value}")
+        if self.dataplane not in DATAPLANES:
+            raise InvalidInput(f"unknown dataplane {self.dataplane!r}: choose one of {', '.join(DATAPLANES)}")
+        if not 30000 <= self.node_port <= 32767:
+            raise InvalidInput(f"node port {self.node_port} is outside 30000-32767, the NodePort range")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pod:
+    """A pod as ``status`` reports it."""
+
+    name: str
+    role: PodRole
+    node: str
+    ip: str
+    ready: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Service:
+    """The echo Service: a ClusterIP and a NodePort in front of the ready target pods."""
+
+    cluster_ip: str
+    port: int
+    node_port: int
+    target_port: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterStatus:
+    """What a cluster looks like right now; ``to_json`` is the ``cluster status --json`` contract."""
+
+    name: str
+    provider: str
+    dataplane: str
+    nodes: tuple[str, ...]
+    service: Service
+    pods: tuple[Pod, ...]
+
+    def targets(self, *, ready_only: bool = True) -> list[Pod]:
+        return [p for p in self.pods if p.role == "target" and (p.ready or not ready_only)]
+
+    def sources(self) -> list[Pod]:
+        return [p for p in self.pods if p.role == "source"]
+
+    def pod(self, name: str) -> Pod:
+        for pod in self.pods:
+            if pod.name == name:
+                return pod
+        known = ", ".join(p.name for p in self.pods)
+        raise InvalidInput(f"no pod {name!r} in cluster {self.name!r}; pods are: {known}")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "provider": self.provider,
+            "dataplane": self.dataplane,
+            "nodes": list(self.nodes),
+            "service": {
+                "cluster_ip": self.service.cluster_ip,
+                "port": self.service.port,
+                "node_port": self.service.node_port,
+                "target_port": self.service.target_port,
+            },
+            "pods": [
+                {"name": p.name, "role": p.role, "node": p.node, "ip": p.ip, "ready": p.ready}
+                for p in self.pods
+            ],
+        }
+
+
+@runtime_checkable
+class Cluster(Protocol):
+    """A running cluster. A context manager: leaving the ``with`` block brings it down."""
+
+    name: str
+
+    def status(self) -> ClusterStatus:
+        """Nodes, pods (with node, IP, readiness), the Service address and the dataplane."""
+        ...
+
+    def exec(
+        self,
+        pod: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` inside ``pod``'s network, with the downward-API variables
+        ``POD_NAME``, ``POD_IP`` and ``NODE_NAME`` set (plus ``env``). The caller owns the process;
+        it also ends when the cluster goes down."""
+        ...
+
+    def scale(self, targets: int) -> ClusterStatus:
+        """Set the number of echo pods; new pods get new connections only, as with kube-proxy."""
+        ...
+
+    def kill(self, pod: str) -> None:
+        """Remove a pod's endpoint and kill its process; its established connections break."""
+        ...
+
+    def set_ready(self, pod: str, ready: bool) -> None:
+        """Flip a target pod's readiness; an unready pod leaves the endpoints but keeps running."""
+        ...
+
+    def pod_http(
+        self, pod: str, path: str, *, method: str = "GET", body: bytes | None = None, port: int | None = None
+    ) -> tuple[int, bytes]:
+        """One HTTP request to a pod from inside the cluster (default: the echo admin port),
+        e.g. ``/metrics`` or ``/admin/faults``; returns (status, body)."""
+        ...
+
+    def down(self) -> None:
+        """Remove everything the cluster made. Safe to repeat."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Provider(Protocol):
+    """A cluster backend: brings clusters up, finds them by name, lists and deletes them."""
+
+    name: str
+
+    def up(self, spec: ClusterSpec, *, detach: bool = False) -> Cluster:
+        """Create the cluster and wait until every echo pod answers; roll back on any failure.
+
+        ``detach=False``: the cluster dies with the calling process (a run). ``detach=True``: it
+        outlives the caller (``cluster up``) and is found again by ``get(name)``."""
+        ...
+
+    def get(self, name: str) -> Cluster:
+        """The running cluster called ``name``; InvalidInput if there is none."""
+        ...
+
+    def list(self) -> list[str]:
+        """Names of the running clusters of this provider."""
+        ...
+
+    def delete(self, name: str) -> bool:
+        """Bring ``name`` down if it runs; True if there was something to remove. Idempotent."""
+        ...
+
+
+def get_provider(name: str = "netns") -> Provider:
+    """The provider called ``name``, or InvalidInput naming the ones there are."""
+    if name == "netns":
+        from balancebench.clusters.netns import NetnsProvider
+
+        return NetnsProvider()
+    raise InvalidInput(f"unknown cluster provider {name!r}: choose netns (kind arrives in a later release)")
