@@ -1,0 +1,278 @@
+"""The balancebench locustfile: clients with a connection-pool policy, one record per request.
+
+Run it like any locustfile; the options below appear in Locust's web UI and are forwarded by a master to
+its workers. Records go to ``--records-dir`` as Parquet parts (schema: ``analysis/records.py``)::
+
+    locust -f loadtests/locustfile.py --headless -u 4 -r 4 -t 30s -H http://10.96.0.10:80 \\
+        --policy okhttp-1s --think-time 0 --cell nftables/okhttp-1s/closed --records-dir results/x/records
+
+Distributed: ``--master --expect-workers N`` in one source pod, ``--worker --master-host IP`` in each.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import User, events, task
+from locust.env import Environment
+from locust.exception import StopUser
+from locust.runners import LocalRunner, WorkerRunner
+
+from loadtests.client import parse_base_url
+from loadtests.drivers import DRIVERS, ConnectionIds, Driver, DriverSet, check_driver
+from loadtests.policy import PolicyError, PoolPolicy, parse_duration, parse_policy
+from loadtests.recorder import Record, RecordWriter, source_identity
+from loadtests.shapes import Budget, ClosedLoopPacer, LoadModel, OpenLoopSchedule
+
+log = logging.getLogger("balancebench")
+
+RECORD_KEY = "balancebench.record"
+"""Key of the :class:`Record` in a request event's ``context``; the writer listens for it."""
+
+FLUSH_INTERVAL = 1.0
+"""Seconds between record flushes, so an interrupted run keeps what it measured."""
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("balancebench", "Connection-pool policy and load model")
+    group.add_argument(
+        "--policy", default="keepalive", help="pool policy: a preset or compact form, e.g. okhttp-1s"
+    )
+    group.add_argument(
+        "--driver", default="policy", choices=DRIVERS, help="policy model or a real library's pool"
+    )
+    group.add_argument("--cell", default="", help="scenario cell id written into every record")
+    group.add_argument(
+        "--records-dir", default="", help="directory for Parquet records (empty: do not record)"
+    )
+    group.add_argument("--path", default="/", help="request path")
+    group.add_argument("--think-time", default="0", help="closed loop: wait after each request, e.g. 300ms")
+    group.add_argument("--burst", type=int, default=0, help="paced on/off: requests per burst (0: no pacing)")
+    group.add_argument("--pause", default="0", help="paced on/off: idle gap after each burst, e.g. 2s")
+    group.add_argument("--rate", default="", help="open loop: requests per second over all users and workers")
+    group.add_argument("--warmup", default="0", help="requests in the first DURATION are flagged warm-up")
+    group.add_argument(
+        "--stop-after-requests", type=int, default=0, help="per process: stop after N requests"
+    )
+    group.add_argument("--stop-after", default="", help="per process: stop sending after DURATION")
+
+
+def options_from(parsed: Any) -> tuple[PoolPolicy, LoadModel]:
+    """The policy and load model named by Locust's parsed options; PolicyError on bad values."""
+    policy = parse_policy(parsed.policy)
+    check_driver(parsed.driver, policy)
+    model = LoadModel(
+        think_time=parse_duration(parsed.think_time, what="--think-time", allow_zero=True),
+        burst=parsed.burst,
+        pause=parse_duration(parsed.pause, what="--pause", allow_zero=True),
+        rate=float(parsed.rate) if parsed.rate not in ("", None) else None,
+        warmup=parse_duration(parsed.warmup, what="--warmup", allow_zero=True),
+        stop_after_requests=parsed.stop_after_requests or None,
+        stop_after=parse_duration(parsed.stop_after, what="--stop-after") if parsed.stop_after else None,
+    )
+    return policy, model
+
+
+@events.init.add_listener
+def _validate(environment: Environment, **_: Any) -> None:
+    # Fail before any load with one line, the way balancebench reports bad input (exit 2).
+    if environment.parsed_options is None:
+        return
+    try:
+        options_from(environment.parsed_options)
+        if not isinstance(environment.runner, WorkerRunner):  # a worker learns the host from its master
+            parse_base_url(environment.host or "")
+    except (PolicyError, ValueError) as exc:
+        sys.stderr.write(f"balancebench: {exc}\n")
+        sys.exit(2)
+
+
+@dataclass(eq=False)
+class _Process:
+    """What one load-generator process shares between its users during a test."""
+
+    environment: Environment
+    policy: PoolPolicy
+    model: LoadModel
+    drivers: DriverSet
+    writer: RecordWriter | None
+    cell: str
+    policy_text: str
+    path: str
+    source_pod: str
+    source_node: str
+    start: float
+    wall_offset: float
+    budget: Budget
+    schedule: OpenLoopSchedule | None
+    users: int = 0
+    flusher: gevent.Greenlet | None = None
+    done: bool = False
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.flush()
+            except OSError as exc:  # a full disk must not kill the load loop; say it once per flush
+                log.error("balancebench: cannot write records: %s", exc)
+
+
+_process: _Process | None = None
+
+
+@events.test_start.add_listener
+def _start(environment: Environment, **_: Any) -> None:
+    global _process
+    if environment.runner is None or not isinstance(environment.runner, LocalRunner | WorkerRunner):
+        return  # the master sends nothing itself
+    parsed = environment.parsed_options
+    if parsed is None:
+        return
+    policy, model = options_from(parsed)
+    source_pod, source_node = source_identity()
+    start = time.monotonic()
+    schedule = None
+    if model.rate is not None:
+        processes = parsed.expect_workers if isinstance(environment.runner, WorkerRunner) else 1
+        schedule = OpenLoopSchedule(rate=model.rate / max(1, processes), start=start)
+    writer = None
+    if parsed.records_dir:
+        writer = RecordWriter(Path(parsed.records_dir), source_pod=source_pod)
+    _process = _Process(
+        environment=environment,
+        policy=policy,
+        model=model,
+        drivers=DriverSet(parsed.driver, environment.host or "", policy, ids=ConnectionIds()),
+        writer=writer,
+        cell=parsed.cell,
+        policy_text=parsed.policy,
+        path=parsed.path,
+        source_pod=source_pod,
+        source_node=source_node,
+        start=start,
+        wall_offset=time.time() - start,
+        budget=Budget(model, start=start),
+        schedule=schedule,
+    )
+    _process.flusher = gevent.spawn(_flush_periodically, _process)
+
+
+def _flush_periodically(process: _Process) -> None:
+    while True:
+        gevent.sleep(FLUSH_INTERVAL)
+        process.flush()
+
+
+@events.request.add_listener
+def _record(context: dict[str, Any] | None = None, **_: Any) -> None:
+    process = _process
+    if process is not None and process.writer is not None and context:
+        record = context.get(RECORD_KEY)
+        if record is not None:
+            process.writer.add(record)
+
+
+@events.test_stop.add_listener
+def _stop(**_: Any) -> None:
+    process = _process
+    if process is None:
+        return
+    if process.flusher is not None:
+        process.flusher.kill(block=False)
+        process.flusher = None
+    process.drivers.close()
+    process.flush()
+
+
+@events.quitting.add_listener
+def _quit(**_: Any) -> None:
+    if _process is not None:
+        _process.flush()
+
+
+class LoadUser(User):
+    """A client with the ``--policy`` pool (or ``--driver`` library), paced by the load model."""
+
+    driver: Driver
+
+    def on_start(self) -> None:
+        process = _require_process()
+        self._process = process
+        self._pacer = ClosedLoopPacer(process.model)
+        self._intended: float | None = None
+        self.driver = process.drivers.acquire()
+        process.users += 1
+
+    def on_stop(self) -> None:
+        process = self._process
+        process.drivers.release(self.driver)
+        process.users -= 1
+        if process.budget.spent and process.users == 0 and not process.done:
+            process.done = True
+            runner = self.environment.runner
+            if isinstance(runner, LocalRunner):
+                gevent.spawn(runner.quit)  # a local run ends when its budget is spent
+
+    def wait_time(self) -> float:
+        process = self._process
+        if process.schedule is not None:
+            self._intended = process.schedule.claim()
+            return max(0.0, self._intended - time.monotonic())
+        return self._pacer.wait_after_request()
+
+    @task
+    def send(self) -> None:
+        process = self._process
+        intended = self._intended
+        if process.schedule is not None and intended is None:
+            # The first request of an open-loop user: claim a slot here, later ones come from wait_time.
+            intended = process.schedule.claim()
+            gevent.sleep(max(0.0, intended - time.monotonic()))
+        self._intended = None
+        start = time.monotonic()
+        if not process.budget.take(start):
+            raise StopUser()
+        if intended is None:
+            intended = start
+        exchange = self.driver.request(process.path)
+        record = Record(
+            intended + process.wall_offset,
+            process.cell,
+            process.policy_text,
+            process.source_pod,
+            process.source_node,
+            exchange.target_pod,
+            exchange.target_node,
+            exchange.client_conn,
+            exchange.server_conn,
+            exchange.conn_request,
+            exchange.latency_ms,
+            (start - intended) * 1000.0,
+            exchange.status,
+            exchange.error,
+            intended - process.start < process.model.warmup,
+        )
+        self.environment.events.request.fire(
+            request_type="GET",
+            name=process.path,
+            response_time=exchange.latency_ms,
+            response_length=exchange.length,
+            exception=exchange.exception,
+            context={RECORD_KEY: record},
+            response=None,
+            start_time=start + process.wall_offset,
+            url=process.path,
+        )
+
+
+def _require_process() -> _Process:
+    if _process is None:
+        raise RuntimeError("balancebench: test_start did not run (is this locustfile loaded by Locust?)")
+    return _process
