@@ -1,0 +1,693 @@
+"""Per-cell metrics, all derived from the per-request records: balance, connections, latency, errors, time.
+
+Definitions (the contract ``summary.json`` documents field by field):
+
+- Rows with ``warmup=True`` are excluded from every metric.
+- ``requests``: measured requests (every non-warm-up row, whatever its outcome); ``errors``: rows with an
+  error kind; ``answered``: rows a pod answered (``target_pod`` set), whatever the HTTP status.
+- A pod's ``requests`` and ``share`` count what the pod *answered*, 5xx included: a 503 sent by a pod still
+  landed on it. Requests that got no response (connect, reset, timeout) have no pod; they count as errors
+  only. ``share = pod requests / answered``.
+- Balance is computed over **all** target pods of the cell (run.json ``target_pods`` plus any pod seen in
+  the records), so a pod that got nothing counts with 0: Jain ``(Σx)² / (n·Σx²)``, ``max/mean``,
+  ``min/max``, CoV ``σ/mean`` (population σ), and the χ² p-value against an even spread (null for one pod).
+  With nothing answered every balance figure is null.
+- Sockets used: distinct ``(source_pod, client_conn)``; the ideal is the cell's ``concurrency`` (what a
+  perfectly kept-alive client needs). Connections per pod: distinct ``(target_pod, server_conn)``.
+- Requests per connection and connection lifetime (first send → last response on a server connection)
+  are distributions over the cell's server connections.
+- Reconnect cost: latency of requests that opened their connection (``conn_request == 1``) against
+  requests on a reused one.
+- Latency percentiles come from HDR histograms (1 µs … 60 s, 3 significant digits) over every measured
+  request (failures included, as Locust and Fortio count them); per pod over what it answered. Open-loop
+  cells also report the coordinated-omission-corrected latency ``latency_ms + wait_ms``.
+- The time series counts answered requests per pod per second of intended send time (``ts``).
+
+    >>> metrics = compute_cell(frame, run.cell("nftables/okhttp"))   # doctest: +SKIP
+    >>> metrics.balance.jain                                          # doctest: +SKIP
+    0.33
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy import stats
+
+from analysis import hdr
+from analysis.loading import normalize_records
+from analysis.manifest import CellMeta, PodRef, Run
+from analysis.records import ERROR_KINDS
+
+LATENCY_PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
+"""The percentiles every latency summary reports (p50, p90, p99, p99.9)."""
+
+SPECTRUM_PERCENTILES: tuple[float, ...] = (50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99)
+"""Points of the latency-by-percentile curves drawn in the report (HdrHistogram's classic plot)."""
+
+MAX_TIME_BINS = 7200
+"""A cell longer than this many seconds gets wider time-series bins, so the report stays small."""
+
+NO_RESPONSE = "(no response)"
+"""Label for errors no pod answered (connect, reset, timeout)."""
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencySummary:
+    """HDR percentiles in milliseconds over ``count`` requests; every figure is None when count is 0."""
+
+    count: int
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    p999: float | None = None
+    max: float | None = None
+    mean: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Distribution:
+    """p50, mean and max of a per-connection quantity; None when there is no connection."""
+
+    count: int
+    p50: float | None = None
+    mean: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Balance:
+    """How evenly answered requests spread over the cell's target pods (None: nothing answered)."""
+
+    pods_total: int
+    pods_used: int
+    jain: float | None = None
+    max_mean: float | None = None
+    min_max: float | None = None
+    cov: float | None = None
+    chi2_p: float | None = None
+    top_share: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodMetrics:
+    """One target pod: what it answered, over how many connections, how fast, and which errors it sent."""
+
+    pod: str
+    node: str | None
+    listed: bool
+    requests: int
+    share: float | None
+    ok: int
+    errors: int
+    errors_by_kind: Mapping[str, int]
+    connections: int
+    latency: LatencySummary
+    spectrum_ms: tuple[float | None, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Connections:
+    """Connection telemetry: sockets used vs ideal, server connections, reuse and what reconnects cost."""
+
+    sockets_used: int
+    sockets_ideal: int | None
+    server_connections: int
+    requests_per_connection: Distribution
+    lifetime_s: Distribution
+    new_connection_requests: int
+    reused_connection_requests: int
+    new_connection_latency: LatencySummary
+    reused_connection_latency: LatencySummary
+
+    @property
+    def new_connection_fraction(self) -> float | None:
+        """Share of answered requests that had to open a connection first."""
+        total = self.new_connection_requests + self.reused_connection_requests
+        return self.new_connection_requests / total if total else None
+
+    @property
+    def reconnect_cost_p50_ms(self) -> float | None:
+        """Extra median latency of a request that opened its connection over one that reused a connection."""
+        new, reused = self.new_connection_latency.p50, self.reused_connection_latency.p50
+        return new - reused if new is not None and reused is not None else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceTargetMatrix:
+    """Answered requests from each source pod (rows) to each target pod (columns)."""
+
+    sources: tuple[str, ...]
+    targets: tuple[str, ...]
+    requests: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimeSeries:
+    """Answered requests per target pod per time bin (and errors per bin), from the cell's first send."""
+
+    bin_s: int
+    start_ts: float | None
+    pods: tuple[str, ...]
+    requests: tuple[tuple[int, ...], ...]
+    errors: tuple[int, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellMetrics:
+    """Everything measured about one scenario cell."""
+
+    meta: CellMeta
+    requests: int
+    warmup_excluded: int
+    answered: int
+    ok: int
+    errors: int
+    duration_s: float | None
+    pods: tuple[PodMetrics, ...]
+    balance: Balance
+    latency: LatencySummary
+    latency_corrected: LatencySummary | None
+    spectrum_ms: tuple[float | None, ...]
+    connections: Connections
+    errors_by_kind: Mapping[str, int]
+    errors_by_pod: Mapping[str, Mapping[str, int]]
+    matrix: SourceTargetMatrix
+    timeseries: TimeSeries
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def cell(self) -> str:
+        return self.meta.cell
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    @property
+    def throughput_rps(self) -> float | None:
+        return self.requests / self.duration_s if self.duration_s else None
+
+
+def compute_cell(records: pd.DataFrame, cell: CellMeta) -> CellMetrics:
+    """Metrics of one cell from its records (rows of other cells in the frame are ignored).
+
+    >>> compute_cell(read_records(run_dir), load_run(run_dir).cell("nftables/okhttp"))   # doctest: +SKIP
+    """
+    frame = normalize_records(records)
+    columns = _Columns.of(frame)
+    cell_code = columns.cell_code(cell.cell)
+    rows = np.flatnonzero(columns.cell == cell_code) if cell_code is not None else np.empty(0, np.int64)
+    return _compute(columns, rows, cell)
+
+
+def compute_run(run: Run, records: pd.DataFrame) -> list[CellMetrics]:
+    """Metrics of every cell: run.json's cells in order, then cells found only in the records.
+
+    Rows are grouped by cell once (a radix sort of small codes), so 10 M rows cost one pass per column.
+    """
+    frame = normalize_records(records)
+    columns = _Columns.of(frame)
+    metas = list(run.cells)
+    known = {meta.cell for meta in metas}
+    for cell_id in columns.cell_names:
+        if cell_id not in known and columns.cell_has_rows(cell_id):
+            metas.append(_unlisted_cell(cell_id, columns))
+    return [
+        _compute(columns, rows, meta) for meta, rows in zip(metas, columns.rows_by_cell(metas), strict=True)
+    ]
+
+
+# --- internals -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The frame's columns as numpy arrays; string columns as integer codes plus their category names."""
+
+    cell: npt.NDArray[np.integer]
+    cell_names: list[str]
+    policy: npt.NDArray[np.integer]
+    policy_names: list[str]
+    source: npt.NDArray[np.integer]
+    source_names: list[str]
+    source_node: npt.NDArray[np.integer]
+    source_node_names: list[str]
+    target: npt.NDArray[np.integer]
+    target_names: list[str]
+    target_node: npt.NDArray[np.integer]
+    target_node_names: list[str]
+    error: npt.NDArray[np.integer]
+    error_names: list[str]
+    ts: Floats
+    client_conn: Ints
+    server_conn: Ints
+    conn_request: npt.NDArray[np.int32]
+    latency_ms: Floats
+    wait_ms: Floats
+    warmup: npt.NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> _Columns:
+        def codes(name: str) -> tuple[npt.NDArray[np.integer], list[str]]:
+            categorical = frame[name].cat
+            return categorical.codes.to_numpy(), [str(c) for c in categorical.categories]
+
+        cell, cell_names = codes("cell")
+        policy, policy_names = codes("policy")
+        source, source_names = codes("source_pod")
+        source_node, source_node_names = codes("source_node")
+        target, target_names = codes("target_pod")
+        target_node, target_node_names = codes("target_node")
+        error, error_names = codes("error")
+        return cls(
+            cell=cell,
+            cell_names=cell_names,
+            policy=policy,
+            policy_names=policy_names,
+            source=source,
+            source_names=source_names,
+            source_node=source_node,
+            source_node_names=source_node_names,
+            target=target,
+            target_names=target_names,
+            target_node=target_node,
+            target_node_names=target_node_names,
+            error=error,
+            error_names=error_names,
+            ts=frame["ts"].to_numpy(np.float64),
+            client_conn=frame["client_conn"].to_numpy(np.int64),
+            server_conn=frame["server_conn"].to_numpy(np.int64),
+            conn_request=frame["conn_request"].to_numpy(np.int32),
+            latency_ms=frame["latency_ms"].to_numpy(np.float64),
+            wait_ms=frame["wait_ms"].to_numpy(np.float64),
+            warmup=frame["warmup"].to_numpy(np.bool_),
+        )
+
+    def cell_code(self, cell_id: str) -> int | None:
+        try:
+            return self.cell_names.index(cell_id)
+        except ValueError:
+            return None
+
+    def cell_has_rows(self, cell_id: str) -> bool:
+        code = self.cell_code(cell_id)
+        return code is not None and bool(np.any(self.cell == code))
+
+    def rows_by_cell(self, metas: Sequence[CellMeta]) -> Iterator[npt.NDArray[np.int64] | slice]:
+        """Row positions of each cell: a slice when the frame is already grouped by cell, else an index."""
+        codes = self.cell.astype(np.int64)
+        counts = np.bincount(codes, minlength=len(self.cell_names)) if codes.size else np.zeros(0, np.int64)
+        grouped = codes.size == 0 or bool(np.all(codes[1:] >= codes[:-1]))
+        order = None if grouped else np.argsort(codes, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        for meta in metas:
+            code = self.cell_code(meta.cell)
+            if code is None or code >= counts.size:
+                yield np.empty(0, np.int64)
+                continue
+            start, stop = int(starts[code]), int(starts[code + 1])
+            yield slice(start, stop) if order is None else order[start:stop]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One cell's measured rows, pods mapped to cell-local indices (-1: no pod)."""
+
+    ts: Floats
+    source: Ints
+    target: Ints
+    client_conn: Ints
+    server_conn: Ints
+    conn_request: npt.NDArray[np.int32]
+    latency_ms: Floats
+    wait_ms: Floats
+    error: Ints
+
+    @property
+    def size(self) -> int:
+        return int(self.ts.size)
+
+
+def _compute(columns: _Columns, rows: npt.NDArray[np.int64] | slice, meta: CellMeta) -> CellMetrics:
+    warmup = columns.warmup[rows]
+    measured_rows: npt.NDArray[np.int64] | slice
+    if isinstance(rows, slice):
+        measured_rows = rows if not warmup.any() else np.arange(rows.start, rows.stop)[~warmup]
+    else:
+        measured_rows = rows[~warmup]
+    warmup_excluded = int(warmup.sum())
+
+    targets = _pod_list(meta.target_pods, columns.target, columns.target_names, measured_rows)
+    sources = _pod_list(meta.source_pods, columns.source, columns.source_names, measured_rows)
+    kinds = list(ERROR_KINDS) + sorted(
+        name
+        for name in _names_present(columns.error, columns.error_names, measured_rows)
+        if name and name not in ERROR_KINDS
+    )
+    target_lookup = _lookup(columns.target_names, [pod.name for pod in targets])
+    source_lookup = _lookup(columns.source_names, [pod.name for pod in sources])
+    error_lookup = _lookup(columns.error_names, kinds)
+    data = _Rows(
+        ts=columns.ts[measured_rows],
+        source=source_lookup[columns.source[measured_rows]],
+        target=target_lookup[columns.target[measured_rows]],
+        client_conn=columns.client_conn[measured_rows],
+        server_conn=columns.server_conn[measured_rows],
+        conn_request=columns.conn_request[measured_rows],
+        latency_ms=columns.latency_ms[measured_rows],
+        wait_ms=columns.wait_ms[measured_rows],
+        error=error_lookup[columns.error[measured_rows]],
+    )
+    target_nodes = _pod_nodes(
+        targets,
+        columns.target,
+        columns.target_names,
+        columns.target_node,
+        columns.target_node_names,
+        measured_rows,
+    )
+    return _metrics(meta, data, targets, target_nodes, sources, kinds, warmup_excluded)
+
+
+def _metrics(
+    meta: CellMeta,
+    data: _Rows,
+    targets: Sequence[PodRef],
+    target_nodes: Sequence[str | None],
+    sources: Sequence[PodRef],
+    kinds: Sequence[str],
+    warmup_excluded: int,
+) -> CellMetrics:
+    n_pods, n_kinds = len(targets), len(kinds)
+    answered = data.target >= 0
+    failed = data.error >= 0
+    pod_requests = np.bincount(data.target[answered], minlength=n_pods)
+    pod_ok = np.bincount(data.target[answered & ~failed], minlength=n_pods)
+    error_keys = (data.target[failed] + 1) * n_kinds + data.error[failed]
+    errors_grid = np.bincount(error_keys, minlength=(n_pods + 1) * n_kinds).reshape(n_pods + 1, n_kinds)
+    total_answered = int(pod_requests.sum())
+
+    latency_index = hdr.counts_index(hdr.to_microseconds(data.latency_ms))
+    overall_counts = hdr.histogram_counts_from_index(latency_index)
+    pod_counts = hdr.histogram_counts_from_index(latency_index[answered], data.target[answered], n_pods)
+    pod_spectra = hdr.value_at_percentiles(pod_counts, SPECTRUM_PERCENTILES)
+    pod_sum = np.bincount(data.target[answered], weights=data.latency_ms[answered], minlength=n_pods)
+    pod_max = np.full(n_pods, -np.inf)
+    np.maximum.at(pod_max, data.target[answered], data.latency_ms[answered])
+    pod_latency = [
+        _latency(pod_counts[i], float(pod_max[i]), float(pod_sum[i] / pod_requests[i]))
+        if pod_requests[i]
+        else LatencySummary(count=0)
+        for i in range(n_pods)
+    ]
+    new_conn = answered & (data.conn_request == 1)
+    reused_conn = answered & (data.conn_request > 1)
+
+    connections, pod_connections = _connections(
+        meta, data, answered, new_conn, reused_conn, latency_index, n_pods
+    )
+    pods = tuple(
+        PodMetrics(
+            pod=pod.name,
+            node=target_nodes[i],
+            listed=i < len(meta.target_pods),
+            requests=int(pod_requests[i]),
+            share=float(pod_requests[i]) / total_answered if total_answered else None,
+            ok=int(pod_ok[i]),
+            errors=int(pod_requests[i] - pod_ok[i]),
+            errors_by_kind=_kind_counts(kinds, errors_grid[i + 1]),
+            connections=int(pod_connections[i]),
+            latency=pod_latency[i],
+            spectrum_ms=_optional_floats(pod_spectra[i]),
+        )
+        for i, pod in enumerate(targets)
+    )
+    errors_by_pod = {
+        (targets[i - 1].name if i else NO_RESPONSE): _kind_counts(kinds, errors_grid[i])
+        for i in range(n_pods + 1)
+        if errors_grid[i].any()
+    }
+
+    corrected = None
+    if meta.open_loop:
+        corrected_ms = data.latency_ms + data.wait_ms
+        corrected = _latency(hdr.histogram_counts(corrected_ms)[0], *_max_mean(corrected_ms))
+
+    return CellMetrics(
+        meta=meta,
+        requests=data.size,
+        warmup_excluded=warmup_excluded,
+        answered=total_answered,
+        ok=int(data.size - failed.sum()),
+        errors=int(failed.sum()),
+        duration_s=float(data.ts.max() - data.ts.min()) if data.size > 1 else None,
+        pods=pods,
+        balance=balance_of(pod_requests),
+        latency=_latency(overall_counts[0], *_max_mean(data.latency_ms)),
+        latency_corrected=corrected,
+        spectrum_ms=_optional_floats(hdr.value_at_percentiles(overall_counts, SPECTRUM_PERCENTILES)[0]),
+        connections=connections,
+        errors_by_kind=_kind_counts(kinds, errors_grid.sum(axis=0)),
+        errors_by_pod=errors_by_pod,
+        matrix=_matrix(data, answered, sources, targets),
+        timeseries=_timeseries(data, answered, failed, targets),
+    )
+
+
+def balance_of(pod_requests: npt.ArrayLike) -> Balance:
+    """Balance figures of per-pod request counts, one entry per target pod (zeros included).
+
+    >>> balance_of([50, 50, 0, 0, 0, 0]).jain
+    0.3333333333333333
+    """
+    counts = np.asarray(pod_requests, dtype=np.float64)
+    n = int(counts.size)
+    total = float(counts.sum())
+    used = int(np.count_nonzero(counts))
+    if n == 0 or total <= 0:
+        return Balance(pods_total=n, pods_used=used)
+    mean = total / n
+    peak = float(counts.max())
+    chi2_p = None
+    if n > 1:
+        chi2_p = float(stats.chisquare(counts).pvalue)
+    return Balance(
+        pods_total=n,
+        pods_used=used,
+        jain=total * total / (n * float(np.square(counts).sum())),
+        max_mean=peak / mean,
+        min_max=float(counts.min()) / peak,
+        cov=float(counts.std()) / mean,
+        chi2_p=_finite(chi2_p),
+        top_share=peak / total,
+    )
+
+
+def _connections(
+    meta: CellMeta,
+    data: _Rows,
+    answered: npt.NDArray[np.bool_],
+    new_conn: npt.NDArray[np.bool_],
+    reused_conn: npt.NDArray[np.bool_],
+    latency_index: Ints,
+    n_pods: int,
+) -> tuple[Connections, Ints]:
+    client_rows = (data.client_conn >= 0) & (data.source >= 0)
+    _, sockets_used, _ = _dense_ids(data.source[client_rows], data.client_conn[client_rows])
+
+    server_rows = answered & (data.server_conn >= 0)
+    conn_of_row, n_connections, conn_pod = _dense_ids(data.target[server_rows], data.server_conn[server_rows])
+    per_pod = np.bincount(conn_pod, minlength=n_pods)
+    requests_per_conn = np.bincount(conn_of_row, minlength=n_connections)
+    started = data.ts[server_rows] + data.wait_ms[server_rows] / 1000.0
+    ended = started + data.latency_ms[server_rows] / 1000.0
+    first = np.full(n_connections, np.inf)
+    last = np.full(n_connections, -np.inf)
+    np.minimum.at(first, conn_of_row, started)
+    np.maximum.at(last, conn_of_row, ended)
+
+    new_counts = hdr.histogram_counts_from_index(latency_index[new_conn])
+    reused_counts = hdr.histogram_counts_from_index(latency_index[reused_conn])
+    return (
+        Connections(
+            sockets_used=sockets_used,
+            sockets_ideal=meta.concurrency,
+            server_connections=n_connections,
+            requests_per_connection=_distribution(requests_per_conn.astype(np.float64)),
+            lifetime_s=_distribution(last - first),
+            new_connection_requests=int(new_conn.sum()),
+            reused_connection_requests=int(reused_conn.sum()),
+            new_connection_latency=_latency(new_counts[0], *_max_mean(data.latency_ms[new_conn])),
+            reused_connection_latency=_latency(reused_counts[0], *_max_mean(data.latency_ms[reused_conn])),
+        ),
+        per_pod,
+    )
+
+
+def _dense_ids(groups: Ints, ids: Ints) -> tuple[Ints, int, Ints]:
+    """Number the distinct (group, id) pairs 0..k-1: each row's number, k, and each pair's group.
+
+    Connection ids are counters in practice, so a dense bitmap over their range is O(rows); ids spread too
+    widely for that fall back to hashing.
+    """
+    if ids.size == 0:
+        return np.empty(0, np.int64), 0, np.empty(0, np.int64)
+    low = int(ids.min())
+    span = int(ids.max()) - low + 1
+    n_groups = int(groups.max()) + 1
+    if n_groups * span <= max(4 * ids.size, 1 << 20):
+        keys = groups.astype(np.int64) * span + (ids - low)
+        present = np.bincount(keys, minlength=n_groups * span) > 0
+        rank = np.cumsum(present) - 1
+        return rank[keys], int(present.sum()), np.flatnonzero(present) // span
+    id_codes, unique_ids = pd.factorize(ids, sort=False)
+    pair_codes, unique_pairs = pd.factorize(groups.astype(np.int64) * len(unique_ids) + id_codes, sort=False)
+    return pair_codes.astype(np.int64), len(unique_pairs), (unique_pairs // len(unique_ids)).astype(np.int64)
+
+
+def _matrix(
+    data: _Rows, answered: npt.NDArray[np.bool_], sources: Sequence[PodRef], targets: Sequence[PodRef]
+) -> SourceTargetMatrix:
+    n_sources, n_targets = len(sources), len(targets)
+    rows = answered & (data.source >= 0)
+    keys = data.source[rows] * n_targets + data.target[rows]
+    grid = np.bincount(keys, minlength=n_sources * n_targets).reshape(n_sources, n_targets)
+    return SourceTargetMatrix(
+        sources=tuple(pod.name for pod in sources),
+        targets=tuple(pod.name for pod in targets),
+        requests=tuple(tuple(int(v) for v in row) for row in grid),
+    )
+
+
+def _timeseries(
+    data: _Rows, answered: npt.NDArray[np.bool_], failed: npt.NDArray[np.bool_], targets: Sequence[PodRef]
+) -> TimeSeries:
+    names = tuple(pod.name for pod in targets)
+    if data.size == 0:
+        return TimeSeries(bin_s=1, start_ts=None, pods=names, requests=tuple(() for _ in names), errors=())
+    start = float(data.ts.min())
+    span = float(data.ts.max()) - start
+    bin_s = max(1, math.ceil((span + 1) / MAX_TIME_BINS))
+    bins = ((data.ts - start) // bin_s).astype(np.int64)
+    n_bins = int(bins.max()) + 1
+    grid = np.bincount(
+        data.target[answered] * n_bins + bins[answered], minlength=len(targets) * n_bins
+    ).reshape(len(targets), n_bins)
+    errors = np.bincount(bins[failed], minlength=n_bins)
+    return TimeSeries(
+        bin_s=bin_s,
+        start_ts=start,
+        pods=names,
+        requests=tuple(tuple(int(v) for v in row) for row in grid),
+        errors=tuple(int(v) for v in errors),
+    )
+
+
+def _latency(counts: Ints, peak: float | None, mean: float | None) -> LatencySummary:
+    """HDR percentiles from counts, with the exact max and mean computed from the raw values."""
+    total = int(counts.sum())
+    if total == 0:
+        return LatencySummary(count=0)
+    p50, p90, p99, p999 = _optional_floats(hdr.value_at_percentiles(counts, LATENCY_PERCENTILES)[0])
+    return LatencySummary(count=total, p50=p50, p90=p90, p99=p99, p999=p999, max=peak, mean=mean)
+
+
+def _max_mean(values: Floats) -> tuple[float | None, float | None]:
+    return (float(values.max()), float(values.mean())) if values.size else (None, None)
+
+
+def _distribution(values: Floats) -> Distribution:
+    if values.size == 0:
+        return Distribution(count=0)
+    return Distribution(
+        count=int(values.size),
+        p50=float(np.median(values)),
+        mean=float(values.mean()),
+        max=float(values.max()),
+    )
+
+
+def _pod_list(
+    listed: Sequence[PodRef],
+    codes: npt.NDArray[np.integer],
+    names: list[str],
+    rows: npt.NDArray[np.int64] | slice,
+) -> list[PodRef]:
+    """The run.json pods in order, then pods that only the records name (sorted); '' is no pod."""
+    pods = list(listed)
+    known = {pod.name for pod in pods}
+    pods.extend(
+        PodRef(name=name) for name in sorted(_names_present(codes, names, rows)) if name and name not in known
+    )
+    return pods
+
+
+def _names_present(
+    codes: npt.NDArray[np.integer], names: list[str], rows: npt.NDArray[np.int64] | slice
+) -> set[str]:
+    subset = codes[rows]
+    if subset.size == 0:
+        return set()
+    seen = np.bincount(subset[subset >= 0].astype(np.int64), minlength=len(names))
+    return {names[i] for i in np.flatnonzero(seen)}
+
+
+def _pod_nodes(
+    pods: Sequence[PodRef],
+    codes: npt.NDArray[np.integer],
+    names: list[str],
+    node_codes: npt.NDArray[np.integer],
+    node_names: list[str],
+    rows: npt.NDArray[np.int64] | slice,
+) -> list[str | None]:
+    """Each pod's node: as run.json lists it, else as the first record the pod answered names it."""
+    code_of = {name: i for i, name in enumerate(names)}
+    nodes: list[str | None] = []
+    for pod in pods:
+        code = code_of.get(pod.name)
+        if pod.node is not None or code is None:
+            nodes.append(pod.node)
+            continue
+        match = codes[rows] == code
+        first = int(match.argmax())
+        node_code = int(node_codes[rows][first]) if match.size and match[first] else -1
+        nodes.append(node_names[node_code] or None if node_code >= 0 else None)
+    return nodes
+
+
+def _lookup(category_names: list[str], wanted: Sequence[str]) -> Ints:
+    """Map category codes to positions in ``wanted`` (-1 for anything else); the last slot serves code -1."""
+    position = {name: i for i, name in enumerate(wanted)}
+    table = np.full(len(category_names) + 1, -1, dtype=np.int64)
+    for code, name in enumerate(category_names):
+        table[code] = position.get(name, -1)
+    return table
+
+
+def _kind_counts(kinds: Sequence[str], counts: npt.NDArray[np.integer]) -> dict[str, int]:
+    return {kind: int(count) for kind, count in zip(kinds, counts, strict=True) if count}
+
+
+def _optional_floats(values: Floats) -> tuple[float | None, ...]:
+    return tuple(_finite(float(v)) for v in values)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _unlisted_cell(cell_id: str, columns: _Columns) -> CellMeta:
+    """A cell the records name but run.json does not: still reported, with what the records tell."""
+    code = columns.cell_code(cell_id)
+    rows = np.flatnonzero(columns.cell == code)
+    policies = sorted(_names_present(columns.policy, columns.policy_names, rows))
+    return CellMeta(cell=cell_id, dataplane="unknown", policy=",".join(policies) or "unknown", path="unknown")
