@@ -1,0 +1,166 @@
+"""The admin port: probes, Prometheus metrics and run-time knobs, kept off the benchmark path.
+
+Nothing here counts as an echo request. Endpoints:
+
+    GET  /healthz        200 "ok" while the process runs
+    GET  /readyz         200 when ready, 503 when not (flipped by /admin/ready, off while draining)
+    GET  /metrics        Prometheus text format (prometheus-client)
+    GET  /admin/ready    {"ready": true}
+    POST /admin/ready    {"ready": false}  → the resulting {"ready": …}
+    GET  /admin/faults   {"latency_ms": 0, "latency_jitter_ms": 0, "error_rate": 0, "cpu_ms": 0}
+    PUT  /admin/faults   any subset of those keys → the resulting full object
+
+    $ curl -X PUT -d '{"latency_ms": 50}' http://127.0.0.1:8081/admin/faults
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from workloads.echo.config import ConfigError
+from workloads.echo.protocol import EchoState
+from workloads.echo.stats import REQUESTS_PER_CONNECTION_BUCKETS
+
+_STATE = web.AppKey("state", EchoState)
+_REGISTRY = web.AppKey("registry", CollectorRegistry)
+
+
+class EchoCollector(Collector):
+    """Renders ``EchoStats`` and the live knobs as Prometheus metric families at scrape time."""
+
+    def __init__(self, state: EchoState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state
+        stats = state.stats
+        requests = CounterMetricFamily(
+            "echo_requests", "Echo requests answered, by HTTP status (probes excluded).", labels=["status"]
+        )
+        for status, count in sorted(stats.requests.items()):
+            requests.add_metric([str(status)], count)
+        yield requests
+        yield CounterMetricFamily(
+            "echo_connections_opened",
+            "Connections accepted on the echo port.",
+            value=stats.connections_opened,
+        )
+        yield CounterMetricFamily(
+            "echo_connections_closed", "Connections closed on the echo port.", value=stats.connections_closed
+        )
+        yield GaugeMetricFamily(
+            "echo_connections_active", "Connections open on the echo port.", value=stats.connections_active
+        )
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, count in zip(
+            (*map(float, REQUESTS_PER_CONNECTION_BUCKETS), float("inf")),
+            stats.requests_per_connection_buckets,
+            strict=True,
+        ):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+        yield HistogramMetricFamily(
+            "echo_requests_per_connection",
+            "Requests answered per connection, observed when the connection closes.",
+            buckets=buckets,
+            sum_value=stats.requests_per_connection_sum,
+        )
+        yield GaugeMetricFamily("echo_ready", "1 when /readyz answers 200.", value=1 if state.ready else 0)
+        info = GaugeMetricFamily("echo_info", "Identity of this echo pod.", labels=["pod", "pod_ip", "node"])
+        info.add_metric([state.identity.pod, state.identity.pod_ip or "", state.identity.node], 1)
+        yield info
+        faults = GaugeMetricFamily("echo_fault", "Current fault injection knobs.", labels=["knob"])
+        for knob, value in state.faults.as_dict().items():
+            faults.add_metric([knob], value)
+        yield faults
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data) + "\n", status=status, content_type="application/json")
+
+
+async def _read_object(request: web.Request) -> dict[str, object]:
+    try:
+        body = json.loads(await request.read() or b"null")
+    except ValueError as exc:
+        raise ConfigError(f"request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ConfigError("request body must be a JSON object")
+    return body
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    if request.app[_STATE].ready:
+        return web.Response(text="ready\n")
+    return web.Response(text="not ready\n", status=503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=generate_latest(request.app[_REGISTRY]), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def _get_ready(request: web.Request) -> web.Response:
+    return _json({"ready": request.app[_STATE].ready})
+
+
+async def _set_ready(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    try:
+        body = await _read_object(request)
+        if set(body) != {"ready"} or not isinstance(body["ready"], bool):
+            raise ConfigError('send {"ready": true} or {"ready": false}')
+        if state.draining and body["ready"]:
+            raise ConfigError("the server is shutting down and cannot become ready again")
+    except ConfigError as exc:
+        return _json({"error": str(exc)}, status=400)
+    state.ready = body["ready"]
+    return _json({"ready": state.ready})
+
+
+async def _get_faults(request: web.Request) -> web.Response:
+    return _json(request.app[_STATE].faults.as_dict())
+
+
+async def _put_faults(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    try:
+        state.faults = state.faults.updated(await _read_object(request))
+    except ConfigError as exc:
+        return _json({"error": str(exc)}, status=400)
+    return _json(state.faults.as_dict())
+
+
+def admin_app(state: EchoState) -> web.Application:
+    """The admin port's aiohttp application for one echo process.
+
+    runner = web.AppRunner(admin_app(state), access_log=None)
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(EchoCollector(state))
+    # process_cpu_seconds_total etc.: lets a scenario cross-check a pod's CPU use (the cpu_ms knob)
+    ProcessCollector(registry=registry)
+    app = web.Application()
+    app[_STATE] = state
+    app[_REGISTRY] = registry
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/admin/ready", _get_ready)
+    app.router.add_post("/admin/ready", _set_ready)
+    app.router.add_get("/admin/faults", _get_faults)
+    app.router.add_put("/admin/faults", _put_faults)
+    return app
