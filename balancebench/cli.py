@@ -35,10 +35,19 @@ def _root() -> None:
     """Measure how Kubernetes Service load balancing spreads kept-alive HTTP traffic over pods."""
 
 
+_registered = False
+
+
 def _register_commands() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
     # Imported here so `balancebench --help` and each command load only what they need at call time.
     # One line per command group; each group lives in balancebench/commands/<group>.py.
-    pass
+    from balancebench.commands import run
+
+    app.registered_commands += run.app.registered_commands
 
 
 def main(argv: list[str] | None = None) -> int:

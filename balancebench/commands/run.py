@@ -1,0 +1,101 @@
+"""`balancebench run`: measure a scenario's matrix and write the report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from balancebench.runner import RunEvent
+
+app = typer.Typer()
+
+
+@app.command()
+def run(
+    scenario_file: Annotated[Path, typer.Argument(help="Scenario YAML, e.g. loadtests/scenarios/seed.yaml.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Run directory (default: results/<timestamp>-<scenario>/)."),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a scenario field, e.g. --set load.duration=5s (repeatable)."),
+    ] = None,
+) -> None:
+    """Run every cell of a scenario (one cluster per dataplane) and write summary.json/.md and report.html."""
+    from analysis.report import write_report
+    from balancebench.runner import default_run_dir, point_latest, prepare_run_dir, run_scenario
+    from balancebench.scenario import load_scenario
+
+    scenario = load_scenario(scenario_file, overrides=overrides or ())
+    run_dir = prepare_run_dir(out or default_run_dir(scenario))
+    console = Console(stderr=True)
+    console.print(f"[bold]{scenario.name}[/]: {len(scenario.cells())} cells → {run_dir}")
+    display = _Progress()
+    with Live(display.render(), console=console, refresh_per_second=4, transient=True) as live:
+
+        def on_event(event: RunEvent) -> None:
+            display.update(event)
+            live.update(display.render())
+            if event.phase == "done" and event.result is not None:
+                live.console.print(f"  ✓ {event.result.summary()}")
+
+        run_scenario(scenario, scenario_file=scenario_file, run_dir=run_dir, on_event=on_event)
+    written = write_report(run_dir)
+    if out is None:
+        point_latest(run_dir)
+    print_summary(Console(), written.summary)
+    console.print(f"report: {written.report_html}")
+
+
+def print_summary(console: Console, summary: Mapping[str, Any]) -> None:
+    """The sentences people read first, then the cells ranked by balance."""
+    from analysis.summary import RANKING_COLUMNS, ranking_rows
+
+    for entry in summary["cells"]:
+        console.print(f"• {entry['sentence']}", highlight=False)
+    table = Table(*RANKING_COLUMNS, title="cells ranked by balance (Jain's index)", title_justify="left")
+    for row in ranking_rows(summary):
+        table.add_row(*row)
+    console.print(table)
+
+
+class _Progress:
+    """Cell i of n, elapsed, requests so far and the live per-pod spread."""
+
+    def __init__(self) -> None:
+        self.event: RunEvent | None = None
+        self.started = time.monotonic()
+
+    def update(self, event: RunEvent) -> None:
+        self.event = event
+
+    def render(self) -> Group | Text:
+        event = self.event
+        if event is None:
+            return Text("starting …")
+        head = Text(
+            f"cell {event.index} of {event.total}: {event.cell.id}  ({event.phase}, "
+            f"{time.monotonic() - self.started:.0f}s elapsed)"
+        )
+        progress = event.progress
+        if progress is None:
+            return head
+        table = Table(box=None, show_header=False, pad_edge=False)
+        total = max(1, sum(progress.per_pod.values()))
+        for pod, count in sorted(progress.per_pod.items()):
+            share = count / total
+            table.add_row(pod, f"{count:>8}", f"{share:6.1%}", "█" * round(share * 40))
+        summary = Text(
+            f"{progress.elapsed_s:5.1f}s of {event.cell.load.duration:g}s · {progress.requests} requests · "
+            f"{progress.errors} errors"
+        )
+        return Group(head, summary, table)

@@ -1,0 +1,212 @@
+"""Run a scenario: one cluster per dataplane, one load cell after another, then the report.
+
+Cells of the same dataplane share a cluster; between cells the runner waits until every echo pod has closed
+the previous cell's connections, so a cell never inherits another's kept-alive connections (a clean reuse:
+results stay independent). ``run.json`` is rewritten after every cell and the records are flushed as they are
+measured, so an interrupted run keeps what it measured and ``balancebench report`` can still render it.
+
+    >>> scenario = load_scenario(Path("loadtests/scenarios/seed.yaml"))
+    >>> run_dir = run_scenario(scenario, scenario_file=Path("loadtests/scenarios/seed.yaml"))
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from analysis.manifest import CellMeta, HostInfo, LoadSpec, PodRef, Run, write_run
+from balancebench.clusters.base import Cluster, ClusterSpec, get_provider
+from balancebench.errors import InvalidInput, RunError
+from balancebench.loadrun import CellLoad, CellProgress, CellResult, run_cell
+from balancebench.scenario import Cell, Scenario
+from loadtests.policy import parse_policy
+
+RESULTS = Path("results")
+"""Where runs go by default: ``results/<timestamp>-<scenario>/``, with ``results/latest`` → the last one."""
+
+CLEAN_TIMEOUT = 15.0
+"""Seconds to wait for the previous cell's connections to close before the next cell starts."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEvent:
+    """What a progress display needs: which cell, how far, and the live per-pod spread."""
+
+    cell: Cell
+    index: int
+    total: int
+    phase: str
+    progress: CellProgress | None = None
+    result: CellResult | None = None
+
+
+def default_run_dir(scenario: Scenario, *, results: Path = RESULTS) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return results / f"{stamp}-{scenario.name}"
+
+
+def prepare_run_dir(run_dir: Path) -> Path:
+    """Create ``run_dir``; refuse one that already holds a run (nothing is ever overwritten)."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InvalidInput(f"{run_dir} already holds files: pass a new --out directory, or remove it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    scenario_file: Path,
+    run_dir: Path,
+    on_event: Callable[[RunEvent], None] | None = None,
+) -> Run:
+    """Measure every cell of ``scenario`` into the empty ``run_dir``; return the final run.json."""
+    cells = scenario.cells()
+    provider = get_provider(scenario.cluster.provider)
+    run = Run(
+        scenario=scenario.name,
+        scenario_file=str(scenario_file),
+        started=datetime.now(UTC),
+        provider=provider.name,
+        host=HostInfo(cpus=os.cpu_count()),
+        cells=(),
+    )
+    write_run(run_dir, run)
+    emit = on_event or (lambda event: None)
+    index = 0
+    for dataplane in scenario.dataplanes:
+        spec = ClusterSpec(
+            name=f"bb{os.getpid()}-{dataplane}"[:32],
+            nodes=scenario.cluster.nodes,
+            targets=scenario.cluster.targets,
+            sources=scenario.cluster.sources,
+            dataplane=dataplane,
+            echo_args=scenario.echo.flags(),
+            pod_echo_args=scenario.echo.pod_flags(),
+        )
+        dataplane_cells = [cell for cell in cells if cell.dataplane == dataplane]
+        emit(RunEvent(cell=dataplane_cells[0], index=index, total=len(cells), phase="cluster up"))
+        with provider.up(spec) as cluster:
+            for cell in dataplane_cells:
+                index += 1
+                _wait_for_clean_cluster(cluster)
+                emit(RunEvent(cell=cell, index=index, total=len(cells), phase="running"))
+                started = datetime.now(UTC)
+                result = run_cell(
+                    cluster,
+                    cell_load(cell),
+                    run_dir,
+                    progress=lambda p, c=cell, i=index: emit(  # type: ignore[misc]
+                        RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
+                    ),
+                )
+                result.raise_for_mismatch()
+                run = run.model_copy(
+                    update={"cells": (*run.cells, cell_meta(scenario, cell, cluster, result, started))}
+                )
+                write_run(run_dir, run)
+                emit(RunEvent(cell=cell, index=index, total=len(cells), phase="done", result=result))
+    run = run.model_copy(update={"finished": datetime.now(UTC)})
+    write_run(run_dir, run)
+    return run
+
+
+def cell_load(cell: Cell) -> CellLoad:
+    """The load generator's view of a cell."""
+    load = cell.load
+    return CellLoad(
+        cell=cell.id,
+        policy=cell.policy,
+        driver=load.driver,
+        users_per_source=load.users_per_source,
+        think_time=load.think_time,
+        burst=load.burst or 0,
+        pause=load.pause or 0.0,
+        rate=load.rate,
+        duration=load.duration,
+        warmup=load.warmup,
+    )
+
+
+def cell_meta(
+    scenario: Scenario, cell: Cell, cluster: Cluster, result: CellResult, started: datetime
+) -> CellMeta:
+    """run.json's record of a cell: what ran, against which pods, and what the servers counted."""
+    status = cluster.status()
+    policy = parse_policy(cell.policy)
+    load = cell.load
+    # A perfectly kept-alive client needs one connection per request in flight: one per user, unless
+    # the pool caps its open connections.
+    per_source = load.users_per_source
+    if policy.max_connections is not None:
+        per_source = min(per_source, policy.max_connections)
+    concurrency = per_source * scenario.cluster.sources
+    return CellMeta(
+        cell=cell.id,
+        dataplane=cell.dataplane,
+        policy=cell.policy_label,
+        policy_spec=policy.spec(),
+        driver=load.driver,
+        path=scenario.path,
+        repetition=cell.repetition,
+        load=LoadSpec(
+            model=load.model,
+            users_per_source=load.users_per_source,
+            think_time_s=load.think_time,
+            pause_s=load.pause,
+            burst=load.burst,
+            rate=load.rate,
+            duration_s=load.duration,
+            warmup_s=load.warmup,
+        ),
+        open_loop=load.model == "open",
+        concurrency=max(1, concurrency),
+        target_pods=tuple(PodRef(name=p.name, node=p.node) for p in status.targets()),
+        source_pods=tuple(PodRef(name=p.name, node=p.node) for p in status.sources()),
+        server_requests=result.server_requests,
+        started=started,
+        finished=datetime.now(UTC),
+    )
+
+
+def _wait_for_clean_cluster(cluster: Cluster, timeout: float = CLEAN_TIMEOUT) -> None:
+    """Block until no echo pod holds a connection from an earlier cell."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = _pods_with_connections(cluster)
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise RunError(
+                f"echo pods {', '.join(busy)} still hold connections {timeout:g}s after the last cell ended"
+            )
+        time.sleep(0.2)
+
+
+def _pods_with_connections(cluster: Cluster) -> Sequence[str]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    busy = []
+    for pod in cluster.status().targets():
+        code, body = cluster.pod_http(pod.name, "/metrics")
+        if code != 200:
+            continue
+        for family in text_string_to_metric_families(body.decode("utf-8", "replace")):
+            if family.name == "echo_connections_active" and any(s.value > 0 for s in family.samples):
+                busy.append(pod.name)
+    return busy
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make ``<results>/latest`` a relative symlink to ``run_dir`` (only for runs under a results folder)."""
+    latest = run_dir.parent / "latest"
+    if latest.exists() and not latest.is_symlink():
+        return
+    tmp = latest.with_name(".latest.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    tmp.replace(latest)

@@ -1,0 +1,128 @@
+"""Scenario files: validation errors name the file, the field and the fix; the matrix expands to cells."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from balancebench.errors import InvalidInput
+from balancebench.scenario import load_scenario, parse_duration
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = REPO / "loadtests" / "scenarios"
+
+MINIMAL = """
+name: t
+policies: [okhttp, per-request]
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("1.5s", 1.5), ("2m", 120.0), ("1h", 3600.0), ("3", 3.0), (2, 2.0), (0.5, 0.5)],
+)
+def test_parse_duration(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["-1s", "fast", "1 parsec", True])
+def test_parse_duration_rejects(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_scenarios_are_valid(path: Path) -> None:
+    scenario = load_scenario(path)
+    cells = scenario.cells()
+    assert cells
+    assert len({cell.id for cell in cells}) == len(cells)
+
+
+def test_seed_expands_to_the_seed_matrix() -> None:
+    scenario = load_scenario(SCENARIOS / "seed.yaml")
+    ids = [cell.id for cell in scenario.cells()]
+    assert ids[:2] == ["nftables/okhttp", "nftables/okhttp-1s"]
+    assert "nftables/per-request" in ids
+    gaps = next(c for c in scenario.cells() if c.id == "nftables/okhttp-1s-idle-gaps")
+    assert gaps.policy == "okhttp-1s"
+    assert gaps.load.think_time == pytest.approx(1.5)
+    assert gaps.load.users_per_source == 20
+    assert gaps.load.duration == scenario.load.duration
+
+
+def test_matrix_is_dataplanes_x_repetitions_x_policies(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(MINIMAL + "dataplanes: [nftables, iptables]\nrepetitions: 2\n")
+    cells = load_scenario(path).cells()
+    assert len(cells) == 2 * 2 * 2
+    assert cells[0].id == "nftables/okhttp#1"
+    assert {c.dataplane for c in cells} == {"nftables", "iptables"}
+
+
+def test_overrides_apply_before_validation(tmp_path: Path) -> None:
+    path = tmp_path / "o.yaml"
+    path.write_text(MINIMAL)
+    scenario = load_scenario(path, overrides=["load.duration=5s", "dataplanes=[ebpf]", "cluster.targets=3"])
+    assert scenario.load.duration == 5.0
+    assert scenario.dataplanes == ["ebpf"]
+    assert scenario.cluster.targets == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "hint"),
+    [
+        ("colour: blue\n", "colour", "unknown field"),
+        ("cluster: {targets: 0}\n", "cluster.targets", "greater than or equal to 1"),
+        ("load: {duration: -5s}\n", "load.duration", "zero or a positive duration"),
+        ("load: {duration: 2s, warmup: 3s}\n", "load", "shorter than duration"),
+        ("dataplanes: [bogus]\n", "dataplanes.0", "'nftables', 'iptables', 'ipvs' or 'ebpf'"),
+        ("load: {model: open}\n", "load", "needs rate"),
+        ("echo: {pods: {web-1: {latency: 5ms}}}\n", "echo.pods", "echo-0"),
+    ],
+)
+def test_invalid_scenarios_name_file_field_and_fix(tmp_path: Path, extra: str, field: str, hint: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(MINIMAL + extra)
+    with pytest.raises(InvalidInput) as caught:
+        load_scenario(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {field}")
+    assert hint in message
+    assert "\n" not in message
+
+
+def test_unknown_policy_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("name: t\npolicies: [okhttp, bogus-client]\n")
+    with pytest.raises(InvalidInput, match=r"policies.*bogus-client"):
+        load_scenario(path)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="no such scenario file"):
+        load_scenario(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(InvalidInput, match="not valid YAML"):
+        load_scenario(bad)
+
+
+def test_cli_rejects_invalid_scenario_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(MINIMAL + "cluster: {targets: 0}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "balancebench", "run", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "cluster.targets" in lines[0] and str(path) in lines[0]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
