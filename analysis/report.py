@@ -1,0 +1,393 @@
+"""Write a run's reports: ``summary.json``, ``summary.md`` and one self-contained ``report.html``.
+
+The HTML embeds plotly.js once and plots only aggregates (per-pod counts, a source × target grid, HDR
+percentiles, per-second counts), so it opens offline and stays small however many records the run has.
+Order on the page: header, the per-cell sentences, the cells ranked by balance with latency and reconnect
+cost beside it, then per cell the share bars, the source × target heatmap, latency by percentile per pod
+and the per-pod throughput over time.
+
+    >>> files = write_report("results/seed-20261124")   # doctest: +SKIP
+    >>> files.report_html                                 # doctest: +SKIP
+    PosixPath('results/seed-20261124/report.html')
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import plotly
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.offline import get_plotlyjs
+
+from analysis.loading import read_records
+from analysis.manifest import load_run, run_path, write_json_atomically, write_text_atomically
+from analysis.metrics import SPECTRUM_PERCENTILES, CellMetrics, compute_run
+from analysis.summary import (
+    MARKDOWN_FILE,
+    POD_COLUMNS,
+    RANKING_COLUMNS,
+    SUMMARY_FILE,
+    Summary,
+    build_summary,
+    header_facts,
+    pod_rows,
+    ranking_rows,
+    render_markdown,
+)
+
+REPORT_FILE = "report.html"
+POD_COLORS: tuple[str, ...] = tuple(qualitative.Plotly) + tuple(qualitative.D3)
+PLOT_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportFiles:
+    """What :func:`write_report` wrote, and the summary it wrote (for printing the sentences)."""
+
+    summary_json: Path
+    summary_md: Path
+    report_html: Path
+    summary: Summary
+
+
+def write_report(run_dir: str | os.PathLike[str]) -> ReportFiles:
+    """Compute every cell's metrics from ``RUN_DIR/records`` and write the three report files.
+
+    Input is read and checked in full before anything is written; each file is replaced atomically.
+
+    >>> write_report("results/seed-20261124").summary["ranking"]   # doctest: +SKIP
+    """
+    directory = run_path(run_dir)
+    run = load_run(directory)
+    cells = compute_run(run, read_records(directory))
+    summary = build_summary(run, cells)
+    page = render_html(summary, cells)
+    return ReportFiles(
+        summary_json=write_json_atomically(directory / SUMMARY_FILE, summary),
+        summary_md=write_text_atomically(directory / MARKDOWN_FILE, render_markdown(summary)),
+        report_html=write_text_atomically(directory / REPORT_FILE, page),
+        summary=summary,
+    )
+
+
+def render_html(summary: Mapping[str, Any], cells: Sequence[CellMetrics]) -> str:
+    """The whole report page as one HTML string (plotly.js inlined once: works with no network)."""
+    by_id = {metrics.cell: metrics for metrics in cells}
+    title = f"balancebench · {summary.get('scenario') or 'run'}"
+    facts = "".join(
+        f"<div><dt>{_e(label)}</dt><dd>{_e(value)}</dd></div>" for label, value in header_facts(summary)
+    )
+    sentences = "".join(
+        f'<li><a href="#{_anchor(entry["cell"])}">{_e(entry["sentence"])}</a></li>'
+        for entry in summary["cells"]
+    )
+    sections = "".join(_cell_section(entry, by_id[entry["cell"]]) for entry in summary["cells"])
+    overview = _figure_html(_jain_figure(summary), "overview-jain") if summary["cells"] else ""
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title>
+<style>{_CSS}</style>
+<script type="text/javascript">{get_plotlyjs()}</script>
+</head>
+<body>
+<header><h1>{_e(title)}</h1><dl class="facts">{facts}</dl></header>
+<main>
+<section id="findings"><h2>Findings</h2><ul class="sentences">{sentences}</ul></section>
+<section id="ranking"><h2>Cells ranked by balance</h2>
+<p class="note">Jain's index: 1 = perfectly even, 1/n = everything on one pod. Latency percentiles from HDR
+histograms over all measured requests; "new conn" is the share of requests that opened their connection and
+"reconnect +p50" what that cost at the median.</p>
+{_table(RANKING_COLUMNS, ranking_rows(summary), link_column=1)}
+{overview}
+</section>
+{sections}
+</main>
+<footer>balancebench report · summary schema {summary["schema"]} · charts by plotly {plotly.__version__},
+embedded</footer>
+</body>
+</html>
+"""
+
+
+# --- figures ---------------------------------------------------------------------------------------------
+
+
+def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
+    anchor = _anchor(entry["cell"])
+    colors = {pod.pod: POD_COLORS[i % len(POD_COLORS)] for i, pod in enumerate(metrics.pods)}
+    figures = [
+        _figure_html(_share_figure(metrics, colors), f"{anchor}-share"),
+        _figure_html(_matrix_figure(metrics), f"{anchor}-matrix"),
+        _figure_html(_latency_figure(metrics, colors), f"{anchor}-latency"),
+        _figure_html(_timeseries_figure(metrics, colors), f"{anchor}-time"),
+    ]
+    spec = entry["policy_spec"]
+    facts = [
+        ("dataplane", entry["dataplane"]),
+        ("policy", entry["policy"] + (f" ({spec})" if spec else "")),
+        ("path", entry["path"]),
+        (
+            "load",
+            entry["load_model"] + (f", concurrency {entry['concurrency']}" if entry["concurrency"] else ""),
+        ),
+        ("requests", f"{entry['requests']:,}"),
+        ("server counted", f"{entry['server_requests']:,}" if entry["server_requests"] is not None else "–"),
+    ]
+    fact_html = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)
+    errors = ""
+    if entry["errors_by_pod"]:
+        rows = [
+            [pod, ", ".join(f"{kind} {count:,}" for kind, count in kinds.items())]
+            for pod, kinds in entry["errors_by_pod"].items()
+        ]
+        errors = "<h3>Errors by pod</h3>" + _table(("pod", "errors by kind"), rows)
+    return f"""<section class="cell" id="{anchor}">
+<h2>{_e(entry["cell"])}</h2>
+<p class="sentence">{_e(entry["sentence"])}</p>
+<dl class="facts">{fact_html}</dl>
+<div class="grid">{"".join(figures)}</div>
+<h3>Per pod</h3>
+{_table(POD_COLUMNS, pod_rows(entry))}
+{errors}
+</section>
+"""
+
+
+def _figure_html(figure: go.Figure, div_id: str) -> str:
+    figure.update_layout(
+        template="plotly_white",
+        margin={"l": 60, "r": 20, "t": 48, "b": 48},
+        font={"family": _FONT, "size": 12},
+        title={"font": {"size": 14}},
+    )
+    body = figure.to_html(
+        full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG, default_height="340px"
+    )
+    return f'<div class="figure">{body}</div>'
+
+
+def _share_figure(metrics: CellMetrics, colors: Mapping[str, str]) -> go.Figure:
+    pods = list(metrics.pods)
+    figure = go.Figure(
+        go.Bar(
+            x=[pod.pod for pod in pods],
+            y=[(pod.share or 0.0) * 100 for pod in pods],
+            marker_color=[colors[pod.pod] for pod in pods],
+            text=[f"{pod.requests:,}" for pod in pods],
+            textposition="outside",
+            customdata=[[pod.node or "", pod.connections] for pod in pods],
+            hovertemplate="%{x} on %{customdata[0]}<br>%{y:.1f} % of requests (%{text})"
+            "<br>%{customdata[1]:,} connections<extra></extra>",
+        )
+    )
+    if pods:
+        figure.add_hline(
+            y=100 / len(pods),
+            line_dash="dash",
+            line_color="#555",
+            annotation_text=f"even {100 / len(pods):.1f} %",
+            annotation_position="top right",
+        )
+    figure.update_layout(
+        title="Share of requests per pod", yaxis_title="% of answered requests", showlegend=False
+    )
+    figure.update_yaxes(rangemode="tozero")
+    return figure
+
+
+def _matrix_figure(metrics: CellMetrics) -> go.Figure:
+    matrix = metrics.matrix
+    figure = go.Figure(
+        go.Heatmap(
+            z=[list(row) for row in matrix.requests],
+            x=list(matrix.targets),
+            y=list(matrix.sources),
+            colorscale="Blues",
+            texttemplate="%{z:,}",
+            hovertemplate="%{y} → %{x}: %{z:,} requests<extra></extra>",
+            colorbar={"title": {"text": "requests"}},
+        )
+    )
+    figure.update_layout(title="Which source pods hit which target pods", xaxis_title="target pod")
+    figure.update_yaxes(title="source pod", autorange="reversed")
+    return figure
+
+
+def _latency_figure(metrics: CellMetrics, colors: Mapping[str, str]) -> go.Figure:
+    # HdrHistogram's classic plot: x = 1 / (1 - percentile) on a log axis, so the tail gets the room.
+    x = [1 / (1 - p / 100) for p in SPECTRUM_PERCENTILES]
+    labels = [f"{p:g}%" for p in SPECTRUM_PERCENTILES]
+    figure = go.Figure()
+    for pod in metrics.pods:
+        if pod.latency.count == 0:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=x,
+                y=list(pod.spectrum_ms),
+                customdata=labels,
+                mode="lines+markers",
+                name=pod.pod,
+                line={"color": colors[pod.pod]},
+                hovertemplate=f"{pod.pod} p%{{customdata}}: %{{y:.3f}} ms<extra></extra>",
+            )
+        )
+    if metrics.latency.count:
+        figure.add_trace(
+            go.Scatter(
+                x=x,
+                y=list(metrics.spectrum_ms),
+                customdata=labels,
+                mode="lines",
+                name="all requests",
+                line={"color": "#222", "dash": "dash"},
+                hovertemplate="all p%{customdata}: %{y:.3f} ms<extra></extra>",
+            )
+        )
+    ticks = [p for p in (50.0, 90.0, 99.0, 99.9, 99.99) if p in SPECTRUM_PERCENTILES]
+    figure.update_xaxes(
+        type="log",
+        tickvals=[1 / (1 - p / 100) for p in ticks],
+        ticktext=[f"p{p:g}" for p in ticks],
+        title=None,
+    )
+    figure.update_yaxes(title="latency (ms)", rangemode="tozero")
+    figure.update_layout(title="Latency by percentile per pod (HDR)", legend={"font": {"size": 11}})
+    return figure
+
+
+def _timeseries_figure(metrics: CellMetrics, colors: Mapping[str, str]) -> go.Figure:
+    series = metrics.timeseries
+    figure = go.Figure()
+    width = series.bin_s
+    for pod, counts in zip(series.pods, series.requests, strict=True):
+        figure.add_trace(
+            go.Scatter(
+                x=[i * width for i in range(len(counts))],
+                y=[count / width for count in counts],
+                mode="lines",
+                name=pod,
+                line={"color": colors.get(pod, "#888"), "width": 1.5},
+                hovertemplate=f"{pod} t=%{{x}} s: %{{y:,.0f}} req/s<extra></extra>",
+            )
+        )
+    if any(series.errors):
+        figure.add_trace(
+            go.Scatter(
+                x=[i * width for i in range(len(series.errors))],
+                y=[count / width for count in series.errors],
+                mode="lines",
+                name="errors",
+                line={"color": "#d62728", "dash": "dot"},
+                hovertemplate="errors t=%{x} s: %{y:,.0f}/s<extra></extra>",
+            )
+        )
+    unit = "s" if width == 1 else f"{width} s bins"
+    figure.update_layout(title="Throughput per pod over time", legend={"font": {"size": 11}})
+    figure.update_xaxes(title=f"time since first measured request ({unit})")
+    figure.update_yaxes(title="requests/s", rangemode="tozero")
+    return figure
+
+
+def _jain_figure(summary: Mapping[str, Any]) -> go.Figure:
+    by_id = {entry["cell"]: entry for entry in summary["cells"]}
+    ranked = [by_id[cell_id] for cell_id in summary["ranking"]]
+    dataplanes = sorted({entry["dataplane"] for entry in ranked})
+    palette = {name: POD_COLORS[i % len(POD_COLORS)] for i, name in enumerate(dataplanes)}
+    figure = go.Figure()
+    for dataplane in dataplanes:
+        entries = [entry for entry in ranked if entry["dataplane"] == dataplane]
+        figure.add_trace(
+            go.Bar(
+                y=[entry["cell"] for entry in entries],
+                x=[entry["balance"]["jain"] or 0.0 for entry in entries],
+                orientation="h",
+                name=dataplane,
+                marker_color=palette[dataplane],
+                text=[_jain_text(entry["balance"]["jain"]) for entry in entries],
+                textposition="outside",
+                hovertemplate="%{y}: Jain %{x:.3f}<extra></extra>",
+            )
+        )
+    figure.update_layout(title="Jain's fairness index per cell (1 = even)", barmode="overlay")
+    figure.update_xaxes(range=[0, 1.08], title="Jain's index")
+    figure.update_yaxes(categoryorder="array", categoryarray=list(reversed(summary["ranking"])), title=None)
+    figure.update_layout(height=max(260, 40 + 28 * len(ranked)))
+    return figure
+
+
+def _jain_text(jain: float | None) -> str:
+    return "–" if jain is None else f"{jain:.2f}"
+
+
+# --- html helpers ----------------------------------------------------------------------------------------
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]], link_column: int | None = None) -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for i, value in enumerate(row):
+            text = _e(value)
+            if i == link_column:
+                text = f'<a href="#{_anchor(value)}">{text}</a>'
+            numeric = bool(value) and (value[0].isdigit() or value[0] in "+-–.<")
+            cells.append(f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="table">{table}</div>'
+
+
+def _anchor(cell_id: str) -> str:
+    return "cell-" + re.sub(r"[^A-Za-z0-9_-]+", "-", cell_id).strip("-")
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+_FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+
+_CSS = f"""
+:root {{ color-scheme: light; }}
+body {{ font-family: {_FONT}; margin: 0; color: #1d2330; background: #f6f7f9; }}
+header {{ background: #1d2330; color: #fff; padding: 20px 32px; }}
+header h1 {{ margin: 0 0 8px; font-size: 22px; font-weight: 600; }}
+main {{ padding: 8px 32px 32px; max-width: 1600px; }}
+section {{ background: #fff; border: 1px solid #e1e4ea; border-radius: 8px; padding: 16px 20px;
+  margin: 16px 0; }}
+h2 {{ font-size: 18px; margin: 0 0 10px; }}
+h3 {{ font-size: 14px; margin: 16px 0 6px; color: #444; }}
+dl.facts {{ display: flex; flex-wrap: wrap; gap: 4px 24px; margin: 0; font-size: 13px; }}
+dl.facts div {{ display: flex; gap: 6px; }}
+dl.facts dt {{ opacity: .7; }}
+dl.facts dd {{ margin: 0; font-weight: 500; }}
+ul.sentences {{ margin: 0; padding-left: 20px; line-height: 1.7; }}
+ul.sentences a {{ color: inherit; text-decoration: none; }}
+ul.sentences a:hover {{ text-decoration: underline; }}
+p.sentence {{ font-size: 15px; font-weight: 500; margin: 0 0 8px; }}
+p.note {{ font-size: 12px; color: #555; margin: 0 0 10px; }}
+/* Fixed tracks, not auto-fit: each plot is drawn while the page is still parsing, at its cell's width. */
+.grid {{ display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 12px; margin-top: 12px; }}
+@media (max-width: 1100px) {{ .grid {{ grid-template-columns: minmax(0, 1fr); }} }}
+.figure {{ border: 1px solid #eef0f3; border-radius: 6px; }}
+.grid .figure {{ min-height: 340px; }}
+.table {{ overflow-x: auto; }}
+table {{ border-collapse: collapse; font-size: 13px; margin: 6px 0; }}
+th, td {{ padding: 4px 10px; border-bottom: 1px solid #e8eaee; white-space: nowrap; text-align: left; }}
+th {{ background: #f1f3f6; font-weight: 600; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+tbody tr:hover {{ background: #f8f9fb; }}
+footer {{ padding: 12px 32px 24px; font-size: 12px; color: #777; }}
+"""
