@@ -82,6 +82,8 @@ class _Broken(Exception):
 
 def parse_base_url(base_url: str) -> tuple[str, int]:
     """(host, port) of an ``http://host[:port]`` base URL; PolicyError for anything else."""
+    if not base_url:
+        raise PolicyError("no host given: pass the Service URL, e.g. --host http://10.96.0.10:80")
     parts = urlsplit(base_url)
     if parts.scheme != "http" or not parts.hostname:
         raise PolicyError(f"host {base_url!r} must be an http:// URL like http://10.96.0.10:80 (no TLS)")
