@@ -1,0 +1,452 @@
+"""Run one load cell on a cluster: a Locust master and one worker per source pod, records, server cross-check.
+
+The master runs headless in the first source pod; every source pod runs one worker *inside its own
+network* (``Cluster.exec``), so the Service's load balancing sees each pod as a distinct client. Workers
+write their records to ``RUN_DIR/records/`` as they go; afterwards the record count is compared with the
+echo servers' own ``/metrics`` request counters (cumulative, so the difference before/after the cell).
+
+    with get_provider("netns").up(ClusterSpec(name="bench")) as cluster:
+        result = run_cell(cluster, CellLoad(cell="nftables/okhttp", policy="okhttp", duration=15), run_dir)
+        print(result.summary())          # "okhttp: 14210 requests, 14210 answered by the servers …"
+        result.raise_for_mismatch()
+
+Every process started here ends by itself (Locust's ``--run-time``) and is killed on error, timeout or
+Ctrl-C; nothing outlives ``run_cell``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from prometheus_client.parser import text_string_to_metric_families
+
+import loadtests
+from analysis.records import RECORDS_DIR
+from balancebench.clusters.base import Cluster, Pod
+from balancebench.errors import BalancebenchError, InvalidInput, RunError
+from loadtests.drivers import DRIVERS, check_driver
+from loadtests.policy import PolicyError, PoolPolicy, format_duration, parse_policy
+from loadtests.shapes import LoadModel
+
+LOCUSTFILE = Path(loadtests.__file__).with_name("locustfile.py")
+"""The locustfile every master and worker loads."""
+
+MASTER_PORT = 5557
+"""Where the master listens inside the first source pod (each pod has its own network namespace)."""
+
+STARTUP_GRACE = 60.0
+"""Seconds allowed on top of the run time for processes to start, connect and spawn users."""
+
+_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellLoad:
+    """The load of one cell: policy, driver, users per source pod and the load model; seconds throughout.
+
+    ``duration`` includes ``warmup``; ``rate`` (open loop) is requests/s over all source pods together.
+
+        >>> CellLoad(cell="nftables/okhttp-1s", policy="okhttp-1s", users_per_source=4, think_time=0.3)
+    """
+
+    cell: str
+    policy: str = "keepalive"
+    driver: str = "policy"
+    users_per_source: int = 1
+    think_time: float = 0.0
+    burst: int = 0
+    pause: float = 0.0
+    rate: float | None = None
+    duration: float = 10.0
+    warmup: float = 0.0
+    path: str = "/"
+    spawn_rate: float | None = None
+    """Users started per second over the whole run; None = all at once."""
+    stop_timeout: float = 10.0
+    """Seconds users get to finish the request in flight when the run time is up (none is cut off)."""
+    sources: tuple[str, ...] = ()
+    """Source pods to generate load from; empty = all of the cluster's source pods."""
+
+    def __post_init__(self) -> None:
+        if not self.cell.strip():
+            raise InvalidInput("a cell needs an id, e.g. nftables/okhttp")
+        try:
+            check_driver(self.driver, self.pool_policy)
+            self.load_model  # noqa: B018 - validates the numbers
+        except PolicyError as exc:
+            raise InvalidInput(f"cell {self.cell}: {exc}") from None
+        if self.driver not in DRIVERS:  # pragma: no cover - check_driver said so already
+            raise InvalidInput(f"unknown driver {self.driver!r}")
+        if self.users_per_source < 1:
+            raise InvalidInput(
+                f"cell {self.cell}: users per source must be at least 1, got {self.users_per_source}"
+            )
+        if not math.isfinite(self.duration) or self.duration <= 0:
+            raise InvalidInput(
+                f"cell {self.cell}: duration must be positive, e.g. 15s, got {self.duration!r}"
+            )
+        if self.warmup >= self.duration:
+            raise InvalidInput(
+                f"cell {self.cell}: warm-up ({self.warmup:g}s) must be shorter than the duration"
+            )
+        if self.spawn_rate is not None and not self.spawn_rate > 0:
+            raise InvalidInput(f"cell {self.cell}: spawn rate must be positive, got {self.spawn_rate!r}")
+        if self.stop_timeout < 0:
+            raise InvalidInput(f"cell {self.cell}: stop timeout must not be negative")
+        if not self.path.startswith("/"):
+            raise InvalidInput(f"cell {self.cell}: path must start with '/', got {self.path!r}")
+
+    @property
+    def pool_policy(self) -> PoolPolicy:
+        try:
+            return parse_policy(self.policy)
+        except PolicyError as exc:
+            raise InvalidInput(f"cell {self.cell}: {exc}") from None
+
+    @property
+    def load_model(self) -> LoadModel:
+        return LoadModel(
+            think_time=self.think_time,
+            burst=self.burst,
+            pause=self.pause,
+            rate=self.rate,
+            warmup=self.warmup,
+            stop_after=self.duration if self.duration != int(self.duration) else None,
+        )
+
+    def locust_options(self, records_dir: Path) -> list[str]:
+        """The locustfile's own options for this cell (identical on master and workers)."""
+        options = [
+            "--policy", self.policy,
+            "--driver", self.driver,
+            "--cell", self.cell,
+            "--records-dir", str(records_dir),
+            "--path", self.path,
+            "--think-time", format_duration(self.think_time) if self.think_time else "0",
+            "--burst", str(self.burst),
+            "--pause", format_duration(self.pause) if self.pause else "0",
+            "--warmup", format_duration(self.warmup) if self.warmup else "0",
+        ]  # fmt: skip
+        if self.rate is not None:
+            options += ["--rate", repr(float(self.rate))]
+        model = self.load_model
+        if model.stop_after is not None:
+            # Locust's --run-time is whole seconds; the workers stop sending at the exact duration.
+            options += ["--stop-after", f"{model.stop_after!r}s"]
+        return options
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellProgress:
+    """A live view of a running cell, from the record parts flushed so far (about once a second)."""
+
+    elapsed_s: float
+    requests: int
+    errors: int
+    per_pod: Mapping[str, int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellResult:
+    """What a cell measured, and whether the servers agree with the records."""
+
+    cell: str
+    records: int
+    """Rows this cell wrote (every request sent, warm-up included)."""
+    answered: int
+    """Rows with a response (status > 0)."""
+    errors: int
+    per_pod: Mapping[str, int]
+    """Answered rows by target pod."""
+    server_requests: int | None
+    """Requests the echo servers counted during the cell; None when a pod's counters could not be read."""
+    server_per_pod: Mapping[str, int]
+    record_files: tuple[Path, ...]
+    elapsed_s: float
+    logs: Path
+    unread_pods: tuple[str, ...] = ()
+
+    @property
+    def lost(self) -> int | None:
+        """Responses the servers sent that have no record (0 when nothing was lost); None if unknown."""
+        return None if self.server_requests is None else self.server_requests - self.answered
+
+    @property
+    def consistent(self) -> bool:
+        return self.lost == 0
+
+    def summary(self) -> str:
+        server = "unknown" if self.server_requests is None else str(self.server_requests)
+        return (
+            f"{self.cell}: {self.records} requests recorded, {self.answered} answered, {self.errors} errors; "
+            f"servers counted {server}; {len(self.per_pod)} pods reached"
+        )
+
+    def raise_for_mismatch(self) -> None:
+        """RunError unless the records account for every request the servers answered."""
+        if self.server_requests is None:
+            raise RunError(
+                f"cell {self.cell}: cannot cross-check records, /metrics unreadable on "
+                f"{', '.join(self.unread_pods)}"
+            )
+        if self.lost:
+            raise RunError(
+                f"cell {self.cell}: the servers answered {self.server_requests} requests but "
+                f"{self.answered} were recorded; see the logs in {self.logs}"
+            )
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    handle: IO[bytes]
+
+
+def run_cell(
+    cluster: Cluster,
+    load: CellLoad,
+    run_dir: Path,
+    *,
+    progress: Callable[[CellProgress], None] | None = None,
+    progress_interval: float = 1.0,
+    master_port: int = MASTER_PORT,
+    python: str = sys.executable,
+) -> CellResult:
+    """Run ``load`` on ``cluster``; records go to ``run_dir/records``, Locust logs to ``run_dir/logs``."""
+    status = cluster.status()
+    sources = _pick_sources(status.sources(), load.sources, cluster.name)
+    service = status.service
+    host = f"http://{service.cluster_ip}:{service.port}"
+    records_dir = run_dir / RECORDS_DIR
+    logs_dir = run_dir / "logs" / (_SLUG.sub("_", load.cell).strip("_") or "cell")
+    records_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir.mkdir(parents=True, exist_ok=True)
+
+    targets = [p.name for p in status.targets(ready_only=False)]
+    before, unread_before = _server_counts(cluster, targets)
+    tally = _RecordTally(records_dir, load.cell)
+    users = load.users_per_source * len(sources)
+    run_time = math.ceil(load.duration)
+    options = load.locust_options(records_dir)
+    common = [python, "-m", "locust", "-f", str(LOCUSTFILE), "--skip-log-setup"]
+    master_argv = [
+        *common, "--master", "--headless", "--only-summary",
+        "--master-bind-port", str(master_port),
+        "--expect-workers", str(len(sources)), "--expect-workers-max-wait", str(int(STARTUP_GRACE)),
+        "-u", str(users), "-r", repr(float(load.spawn_rate or users)),
+        "-t", f"{run_time}s", "-s", f"{math.ceil(load.stop_timeout)}s",
+        "-H", host, "--exit-code-on-error", "0", *options,
+    ]  # fmt: skip
+    worker_argv = [
+        *common, "--worker", "--master-host", sources[0].ip, "--master-port", str(master_port), *options,
+    ]  # fmt: skip
+
+    processes: list[_Process] = []
+    started = time.monotonic()
+    try:
+        processes.append(_start(cluster, sources[0].name, master_argv, logs_dir / "master.log", "master"))
+        for pod in sources:
+            name = f"worker-{pod.name}"
+            processes.append(_start(cluster, pod.name, worker_argv, logs_dir / f"{name}.log", name))
+        deadline = started + run_time + load.stop_timeout + STARTUP_GRACE
+        _wait(processes, deadline, tally, progress, progress_interval, started)
+    except BaseException:
+        _kill(processes)
+        raise
+    finally:
+        for process in processes:
+            process.handle.close()
+    elapsed = time.monotonic() - started
+    failed = [p for p in processes if p.popen.returncode not in (0, None)]
+    if failed:
+        first = failed[0]
+        raise RunError(
+            f"cell {load.cell}: locust {first.name} exited with code {first.popen.returncode}: "
+            f"{_last_line(first.log)} (log: {first.log})"
+        )
+
+    # Pods that appeared during the cell (a scale-up) started from zero; pods that vanished are unread.
+    targets += [p.name for p in cluster.status().targets(ready_only=False) if p.name not in targets]
+    after, unread_after = _server_counts(cluster, targets)
+    tally.read_new()
+    unread = tuple(sorted(set(unread_before) | set(unread_after)))
+    server_per_pod = {pod: after[pod] - before.get(pod, 0) for pod in after}
+    return CellResult(
+        cell=load.cell,
+        records=tally.records,
+        answered=tally.answered,
+        errors=tally.errors,
+        per_pod=dict(tally.per_pod),
+        server_requests=None if unread else sum(server_per_pod.values()),
+        server_per_pod=server_per_pod,
+        record_files=tuple(tally.files),
+        elapsed_s=elapsed,
+        logs=logs_dir,
+        unread_pods=unread,
+    )
+
+
+def _pick_sources(available: Sequence[Pod], wanted: Sequence[str], cluster: str) -> list[Pod]:
+    if not available:
+        raise InvalidInput(f"cluster {cluster!r} has no source pods to run load from")
+    if not wanted:
+        return list(available)
+    by_name = {pod.name: pod for pod in available}
+    missing = [name for name in wanted if name not in by_name]
+    if missing:
+        raise InvalidInput(
+            f"no source pod {', '.join(missing)} in cluster {cluster!r}; "
+            f"source pods are: {', '.join(by_name)}"
+        )
+    return [by_name[name] for name in wanted]
+
+
+def _start(cluster: Cluster, pod: str, argv: list[str], log: Path, name: str) -> _Process:
+    handle = log.open("wb")
+    try:
+        popen = cluster.exec(
+            pod,
+            argv,
+            env={"PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=handle.fileno(),
+            stderr=subprocess.STDOUT,
+        )
+    except BaseException:
+        handle.close()
+        raise
+    return _Process(name=name, popen=popen, log=log, handle=handle)
+
+
+def _wait(
+    processes: list[_Process],
+    deadline: float,
+    tally: _RecordTally,
+    progress: Callable[[CellProgress], None] | None,
+    interval: float,
+    started: float,
+) -> None:
+    master = processes[0]
+    master_done_at: float | None = None
+    while True:
+        now = time.monotonic()
+        running = [p for p in processes if p.popen.poll() is None]
+        if not running:
+            return
+        if master.popen.returncode is not None and master_done_at is None:
+            master_done_at = now
+        # Workers finish their in-flight requests and flush after the master's quit; they get a bounded while.
+        if now > deadline or (master_done_at is not None and now - master_done_at > 30.0):
+            names = ", ".join(p.name for p in running)
+            raise RunError(f"locust {names} did not finish in time; killed (logs: {master.log.parent})")
+        if progress is not None:
+            tally.read_new()
+            progress(
+                CellProgress(
+                    elapsed_s=now - started,
+                    requests=tally.records,
+                    errors=tally.errors,
+                    per_pod=dict(tally.per_pod),
+                )
+            )
+        time.sleep(interval if progress is not None else min(interval, 0.2))
+
+
+def _kill(processes: list[_Process]) -> None:
+    for process in processes:
+        if process.popen.poll() is None:
+            with contextlib.suppress(OSError):
+                process.popen.terminate()  # Locust flushes records on SIGTERM
+    end = time.monotonic() + 5.0
+    for process in processes:
+        try:
+            process.popen.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                process.popen.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=5.0)
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1].strip() if lines else "no output"
+
+
+def _server_counts(cluster: Cluster, pods: Sequence[str]) -> tuple[dict[str, int], list[str]]:
+    """Each pod's cumulative ``echo_requests_total`` (all statuses), and the pods that could not be read."""
+    counts: dict[str, int] = {}
+    unread: list[str] = []
+    for pod in pods:
+        try:
+            code, body = cluster.pod_http(pod, "/metrics")
+        except (BalancebenchError, OSError):
+            unread.append(pod)
+            continue
+        if code != 200:
+            unread.append(pod)
+            continue
+        counts[pod] = requests_total(body.decode("utf-8", "replace"))
+    return counts, unread
+
+
+def requests_total(metrics_text: str) -> int:
+    """The sum of ``echo_requests_total`` over its label sets in a Prometheus text exposition."""
+    total = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "echo_requests_total":
+                total += sample.value
+    return int(total)
+
+
+@dataclass
+class _RecordTally:
+    """Counts this cell's records from the parts flushed so far, reading each part once."""
+
+    directory: Path
+    cell: str
+    records: int = 0
+    answered: int = 0
+    errors: int = 0
+    per_pod: Counter[str] = field(default_factory=Counter)
+    files: list[Path] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        # Parts of earlier cells in the same run are not this cell's.
+        self._seen = {p.name for p in self.directory.glob("*.parquet")}
+
+    def read_new(self) -> None:
+        for path in sorted(self.directory.glob("*.parquet")):
+            if path.name in self._seen or path.name.startswith("."):
+                continue
+            self._seen.add(path.name)
+            table = pq.read_table(path, columns=["cell", "target_pod", "status", "error"])
+            table = table.filter(pc.equal(table["cell"], self.cell))
+            if table.num_rows == 0:
+                continue
+            self.files.append(path)
+            self.records += table.num_rows
+            self.errors += table.num_rows - int(pc.sum(pc.equal(table["error"], "")).as_py() or 0)
+            answered = table.filter(pc.greater(table["status"], 0))
+            self.answered += answered.num_rows
+            for item in pc.value_counts(answered["target_pod"]).to_pylist():
+                self.per_pod[item["values"]] += item["counts"]
