@@ -1,0 +1,285 @@
+"""run_cell on a loopback stand-in cluster (real echo servers, real distributed Locust), and on netns.
+
+The loopback cluster implements the Cluster protocol with plain processes: target pods are echo servers,
+a small connection-level random balancer in front of them plays the Service (what kube-proxy does per
+connection), and source pods are processes with the downward-API variables set. The netns test runs the
+same cell on the real embedded cluster when this machine can build one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from balancebench.clusters.base import Cluster, ClusterStatus, Pod, Service
+from balancebench.errors import InvalidInput, RunError
+from balancebench.loadrun import CellLoad, CellProgress, CellResult, run_cell
+from workloads.echo.process import EchoProcess
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RandomBalancer:
+    """A TCP proxy that sends each new connection to a random backend, like kube-proxy's DNAT."""
+
+    def __init__(self, backends: Sequence[int]) -> None:
+        self.backends = list(backends)
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Self:
+        self._thread.start()
+        assert self._ready.wait(10), "balancer did not start"
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", random.choice(self.backends))
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                writer.close()
+
+
+class LoopbackCluster:
+    """The Cluster protocol on loopback, for testing the load wiring without namespaces."""
+
+    def __init__(self, *, targets: int, sources: int) -> None:
+        self.name = "loopback"
+        self.echos = {
+            f"echo-{i}": EchoProcess(env={"POD_NAME": f"echo-{i}", "NODE_NAME": f"node-{i % 2 + 1}"})
+            for i in range(targets)
+        }
+        self.source_names = [f"client-{i}" for i in range(sources)]
+        self.balancer: RandomBalancer | None = None
+        self.launched: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Self:
+        try:
+            for echo in self.echos.values():
+                echo.start()
+            self.balancer = RandomBalancer([echo.port for echo in self.echos.values()]).start()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.down()
+
+    def status(self) -> ClusterStatus:
+        assert self.balancer is not None
+        pods = [
+            Pod(name=name, role="target", node=f"node-{i % 2 + 1}", ip="127.0.0.1")
+            for i, name in enumerate(self.echos)
+        ]
+        pods += [
+            Pod(name=name, role="source", node=f"node-{i % 2 + 1}", ip="127.0.0.1")
+            for i, name in enumerate(self.source_names)
+        ]
+        return ClusterStatus(
+            name=self.name,
+            provider="loopback",
+            dataplane="nftables",
+            nodes=("node-1", "node-2"),
+            service=Service(cluster_ip="127.0.0.1", port=self.balancer.port, node_port=30080, target_port=0),
+            pods=tuple(pods),
+        )
+
+    def exec(
+        self,
+        pod: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+    ) -> subprocess.Popen[bytes]:
+        node = self.status().pod(pod).node
+        identity = {"POD_NAME": pod, "POD_IP": "127.0.0.1", "NODE_NAME": node}
+        process = subprocess.Popen(
+            list(argv),
+            env={**os.environ, **identity, **(env or {})},
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        self.launched.append(process)
+        return process
+
+    def pod_http(
+        self, pod: str, path: str, *, method: str = "GET", body: bytes | None = None, port: int | None = None
+    ) -> tuple[int, bytes]:
+        echo = self.echos[pod]
+        response = requests.request(
+            method, f"http://127.0.0.1:{port or echo.admin_port}{path}", data=body, timeout=10
+        )
+        return response.status_code, response.content
+
+    def scale(self, targets: int) -> ClusterStatus:
+        raise NotImplementedError
+
+    def kill(self, pod: str) -> None:
+        raise NotImplementedError
+
+    def set_ready(self, pod: str, ready: bool) -> None:
+        raise NotImplementedError
+
+    def down(self) -> None:
+        for process in self.launched:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if self.balancer is not None:
+            self.balancer.stop()
+            self.balancer = None
+        for echo in self.echos.values():
+            echo.stop()
+
+
+@pytest.fixture(scope="module")
+def loopback() -> Iterator[LoopbackCluster]:
+    with LoopbackCluster(targets=3, sources=2) as cluster:
+        assert isinstance(cluster, Cluster)
+        yield cluster
+
+
+def records_of(result: CellResult) -> list[dict[str, object]]:
+    return pq.read_table(list(result.record_files)).to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("policy", "users", "pods_reached"),
+    [("per-request", 2, (3, 3)), ("keepalive", 1, (1, 2))],
+)
+def test_distributed_cell_on_loopback_loses_no_record(
+    loopback: LoopbackCluster, tmp_path: Path, policy: str, users: int, pods_reached: tuple[int, int]
+) -> None:
+    seen: list[CellProgress] = []
+    load = CellLoad(cell=f"loopback/{policy}", policy=policy, users_per_source=users, duration=3, warmup=0.5)
+    result = run_cell(loopback, load, tmp_path, progress=seen.append, master_port=free_port())
+    result.raise_for_mismatch()
+    assert result.records == result.answered == result.server_requests > 100
+    assert result.errors == 0 and result.consistent
+    assert sum(result.per_pod.values()) == result.records
+    assert {pod: n for pod, n in result.server_per_pod.items() if n} == dict(result.per_pod)
+    assert pods_reached[0] <= len(result.per_pod) <= pods_reached[1]
+    rows = records_of(result)
+    by_source = Counter(r["source_pod"] for r in rows)
+    assert set(by_source) == {"client-0", "client-1"}
+    connections = {(r["source_pod"], r["client_conn"]) for r in rows}
+    if policy == "keepalive":
+        assert len(connections) == 2 * users
+    else:
+        assert len(connections) == len(rows)
+    assert any(r["warmup"] for r in rows) and not all(r["warmup"] for r in rows)
+    assert seen and seen[-1].requests <= result.records
+    assert (tmp_path / "logs" / f"loopback_{policy}" / "master.log").exists()
+    assert all(p.poll() is not None for p in loopback.launched)
+
+
+def test_interrupted_cell_kills_its_processes_and_keeps_its_records(
+    loopback: LoopbackCluster, tmp_path: Path
+) -> None:
+    def interrupt(progress: CellProgress) -> None:
+        if progress.requests > 0:
+            raise KeyboardInterrupt
+
+    load = CellLoad(cell="loopback/interrupted", policy="keepalive", duration=60)
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(loopback, load, tmp_path, progress=interrupt, progress_interval=0.5, master_port=free_port())
+    assert all(p.poll() is not None for p in loopback.launched)
+    kept = pq.read_table(tmp_path / "records").num_rows
+    assert kept > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"policy": "okhtp"}, "unknown pool policy 'okhtp'"),
+        ({"policy": "idle=0s"}, "idle must be a positive duration"),
+        ({"driver": "curl"}, "unknown driver 'curl'"),
+        ({"driver": "requests", "policy": "max-age=30s"}, "driver requests cannot enforce max-age"),
+        ({"duration": 0}, "duration must be positive"),
+        ({"duration": 5, "warmup": 5}, "warm-up (5s) must be shorter than the duration"),
+        ({"users_per_source": 0}, "users per source must be at least 1"),
+        ({"think_time": -1.0}, "think time must be zero or a positive duration"),
+        ({"rate": -5.0}, "rate must be a positive number"),
+    ],
+)
+def test_bad_cell_load_is_one_line_of_invalid_input(kwargs: dict[str, object], says: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        CellLoad(cell="c", **kwargs)  # type: ignore[arg-type]
+    assert says in str(info.value)
+    assert "\n" not in str(info.value)
+    assert info.value.exit_code == 2
+
+
+def test_unknown_source_pod_is_invalid_input(loopback: LoopbackCluster, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="no source pod client-7"):
+        run_cell(loopback, CellLoad(cell="c", sources=("client-7",)), tmp_path)
+
+
+@pytest.mark.parametrize(("duration", "stop_after"), [(3.0, None), (2.5, "2.5s")])
+def test_fractional_durations_stop_the_workers_exactly(duration: float, stop_after: str | None) -> None:
+    options = CellLoad(cell="c", duration=duration).locust_options(Path("/r"))
+    assert ("--stop-after" in options) == (stop_after is not None)
+    if stop_after:
+        assert options[options.index("--stop-after") + 1] == stop_after
+
+
+def test_mismatch_is_reported() -> None:
+    result = CellResult(
+        cell="c", records=10, answered=9, errors=1, per_pod={"a": 9},
+        server_requests=10, server_per_pod={"a": 10}, record_files=(), elapsed_s=1.0, logs=Path("/logs"),
+    )  # fmt: skip
+    assert result.lost == 1 and not result.consistent
+    with pytest.raises(RunError, match="answered 10 requests but 9 were recorded"):
+        result.raise_for_mismatch()
