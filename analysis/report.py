@@ -37,6 +37,7 @@ from analysis.summary import (
     Summary,
     build_summary,
     header_facts,
+    load_summary,
     pod_rows,
     ranking_rows,
     render_markdown,
@@ -75,6 +76,23 @@ def write_report(run_dir: str | os.PathLike[str]) -> ReportFiles:
         report_html=write_text_atomically(directory / REPORT_FILE, page),
         summary=summary,
     )
+
+
+def run_summary(path: str | os.PathLike[str]) -> Summary:
+    """The summary of a run: its summary.json, or computed from its records (nothing written) when absent.
+
+    ``path`` is a run directory or a summary.json file (a committed baseline, say).
+
+    >>> run_summary("results/baselines/seed")["cells"][0]["balance"]   # doctest: +SKIP
+    """
+    source = Path(path)
+    if source.is_file():
+        return load_summary(source)
+    directory = run_path(source)
+    if (directory / SUMMARY_FILE).is_file():
+        return load_summary(directory / SUMMARY_FILE)
+    run = load_run(directory)
+    return build_summary(run, compute_run(run, read_records(directory)))
 
 
 def render_html(summary: Mapping[str, Any], cells: Sequence[CellMetrics]) -> str:

@@ -68,11 +68,13 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analysis.errors import AnalysisError
-from analysis.manifest import Run
-from analysis.metrics import CellMetrics, Distribution, LatencySummary
+
+if TYPE_CHECKING:  # at run time this module stays light: `compare` imports it without pandas or scipy
+    from analysis.manifest import Run
+    from analysis.metrics import CellMetrics, Distribution, LatencySummary
 
 SUMMARY_SCHEMA_VERSION = 1
 SUMMARY_FILE = "summary.json"
@@ -297,6 +299,29 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
             kinds = ", ".join(f"{kind} {count:,}" for kind, count in entry["errors_by_kind"].items())
             lines += ["", f"Errors by kind: {kinds}."]
     return "\n".join(lines) + "\n"
+
+
+def render_text_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An aligned plain-text table (terminals and CI logs of any width), numbers right-aligned."""
+    table = [list(columns), *[list(row) for row in rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    numeric = [bool(rows) and all(_looks_numeric(row[i]) for row in rows) for i in range(len(columns))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = (v.rjust(widths[i]) if numeric[i] else v.ljust(widths[i]) for i, v in enumerate(row))
+        return "  ".join(cells).rstrip()
+
+    return (
+        "\n".join([line(table[0]), "  ".join("-" * w for w in widths), *(line(r) for r in table[1:])]) + "\n"
+    )
+
+
+def render_text(summary: Mapping[str, Any]) -> str:
+    """The sentences and the ranked table as plain text (what ``balancebench report`` prints)."""
+    sentences = "".join(f"- {entry['sentence']}\n" for entry in summary["cells"])
+    return (
+        f"{sentences}\ncells ranked by balance:\n{render_text_table(RANKING_COLUMNS, ranking_rows(summary))}"
+    )
 
 
 def header_facts(summary: Mapping[str, Any]) -> list[tuple[str, str]]:

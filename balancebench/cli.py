@@ -45,9 +45,10 @@ def _register_commands() -> None:
     _registered = True
     # Imported here so `balancebench --help` and each command load only what they need at call time.
     # One line per command group; each group lives in balancebench/commands/<group>.py.
-    from balancebench.commands import run
+    from balancebench.commands import report, run
 
     app.registered_commands += run.app.registered_commands
+    app.registered_commands += report.app.registered_commands
 
 
 def main(argv: list[str] | None = None) -> int:
