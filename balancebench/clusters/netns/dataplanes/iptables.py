@@ -1,0 +1,182 @@
+"""kube-proxy's iptables mode, programmed into every node's namespace with ``iptables-restore``.
+
+The shape follows kube-proxy's iptables proxier (pkg/proxy/iptables/proxier.go): PREROUTING/OUTPUT jump
+to KUBE-SERVICES, which matches the ClusterIP and jumps to ``KUBE-SVC-<hash>``; that chain picks an
+endpoint with the ``-m statistic --mode random --probability 1/(N-i)`` cascade (10 decimals, the last
+rule unconditional) and jumps to ``KUBE-SEP-<hash>``, which DNATs. NodePorts go through KUBE-NODEPORTS and
+``KUBE-EXT-<hash>``; masquerading goes through KUBE-MARK-MASQ / KUBE-POSTROUTING with mark 0x4000. Hashes
+are kube-proxy's: base32 of sha256, 16 characters. Each sync is one ``iptables-restore --noflush`` that
+redeclares (flushes) every KUBE chain and deletes stale ones, so it is atomic and conntrack keeps
+established connections on their pod.
+
+>>> print(restore_input(context, endpoints=[…], stale=[]))
+*nat
+:KUBE-SERVICES - [0:0]
+…
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from balancebench.clusters.netns.addressing import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_PORT_NAME
+from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, in_netns, require_tools
+from balancebench.shell import run
+
+MASQUERADE_MARK = "0x4000"
+SERVICE_PORT = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:{SERVICE_PORT_NAME}"
+PROTOCOL = "tcp"
+
+_JUMPS = """\
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+COMMIT
+*filter
+:KUBE-SERVICES - [0:0]
+:KUBE-EXTERNAL-SERVICES - [0:0]
+:KUBE-FORWARD - [0:0]
+-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+COMMIT
+"""  # noqa: E501 - iptables-save lines are kept whole, as kube-proxy writes them
+
+
+def check() -> None:
+    require_tools("iptables", "iptables-restore", "nsenter")
+
+
+def _hash(text: str) -> str:
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def service_chain() -> str:
+    """``KUBE-SVC-`` + kube-proxy's portProtoHash of "default/echo:http" and "tcp"."""
+    return f"KUBE-SVC-{_hash(SERVICE_PORT + PROTOCOL)}"
+
+
+def external_chain() -> str:
+    return f"KUBE-EXT-{_hash(SERVICE_PORT + PROTOCOL)}"
+
+
+def endpoint_chain(endpoint: Endpoint) -> str:
+    """``KUBE-SEP-`` + the hash of the service port, protocol and ``ip:port``."""
+    return f"KUBE-SEP-{_hash(SERVICE_PORT + PROTOCOL + f'{endpoint.ip}:{endpoint.port}')}"
+
+
+def probability(remaining: int) -> str:
+    """kube-proxy's computeProbability: 1/remaining with 10 decimals."""
+    return f"{1.0 / remaining:0.10f}"
+
+
+def restore_input(context: DataplaneContext, *, endpoints: Sequence[Endpoint], stale: Iterable[str]) -> str:
+    """One sync's ``iptables-restore --noflush`` input (nat and filter tables)."""
+    service = context.service
+    svc, ext = service_chain(), external_chain()
+    dest = f"-m tcp -p tcp -d {service.cluster_ip} --dport {service.port}"
+    stale = list(stale)
+    nat = [
+        "*nat",
+        *(f":{c} - [0:0]" for c in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ")),
+    ]
+    if endpoints:
+        nat += [f":{svc} - [0:0]", f":{ext} - [0:0]", *(f":{endpoint_chain(ep)} - [0:0]" for ep in endpoints)]
+    nat += [f":{chain} - [0:0]" for chain in stale]
+    if endpoints:
+        nat += [
+            f"-A KUBE-NODEPORTS -m comment --comment {SERVICE_PORT} -m tcp -p tcp "
+            f"--dport {service.node_port} -j {ext}",
+            f'-A KUBE-SERVICES -m comment --comment "{SERVICE_PORT} cluster IP" {dest} -j {svc}',
+        ]
+    nat += [
+        '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last '
+        'rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
+        f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQUERADE_MARK}",
+        f"-A KUBE-POSTROUTING -m mark ! --mark {MASQUERADE_MARK}/{MASQUERADE_MARK} -j RETURN",
+        f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQUERADE_MARK}",
+        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE '
+        "--random-fully",
+    ]
+    if endpoints:
+        nat += [
+            f'-A {ext} -m comment --comment "masquerade traffic for {SERVICE_PORT} external destinations" '
+            "-j KUBE-MARK-MASQ",
+            f"-A {ext} -j {svc}",
+            f'-A {svc} -m comment --comment "{SERVICE_PORT} cluster IP" {dest} ! -s {context.pod_cidr} '
+            "-j KUBE-MARK-MASQ",
+        ]
+        for i, ep in enumerate(endpoints):
+            remaining = len(endpoints) - i
+            pick = (
+                f"-m statistic --mode random --probability {probability(remaining)} " if remaining > 1 else ""
+            )
+            nat.append(
+                f'-A {svc} -m comment --comment "{SERVICE_PORT} -> {ep.ip}:{ep.port}" '
+                f"{pick}-j {endpoint_chain(ep)}"
+            )
+        for ep in endpoints:
+            sep = endpoint_chain(ep)
+            nat += [
+                f"-A {sep} -m comment --comment {SERVICE_PORT} -s {ep.ip} -j KUBE-MARK-MASQ",
+                f"-A {sep} -m comment --comment {SERVICE_PORT} -m tcp -p tcp -j DNAT "
+                f"--to-destination {ep.ip}:{ep.port}",
+            ]
+    nat += [f"-X {chain}" for chain in stale]
+    nat.append("COMMIT")
+
+    filter_ = [
+        "*filter",
+        *(f":{c} - [0:0]" for c in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD")),
+    ]
+    if not endpoints:
+        filter_ += [
+            f'-A KUBE-SERVICES -m comment --comment "{SERVICE_PORT} has no endpoints" {dest} '
+            "-j REJECT --reject-with icmp-port-unreachable",
+            f'-A KUBE-EXTERNAL-SERVICES -m comment --comment "{SERVICE_PORT} has no endpoints" -m addrtype '
+            f"--dst-type LOCAL -m tcp -p tcp --dport {service.node_port} -j REJECT "
+            "--reject-with icmp-port-unreachable",
+        ]
+    filter_ += [
+        f'-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark '
+        f"{MASQUERADE_MARK}/{MASQUERADE_MARK} -j ACCEPT",
+        '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate '
+        "RELATED,ESTABLISHED -j ACCEPT",
+        "COMMIT",
+    ]
+    return "\n".join(nat + filter_) + "\n"
+
+
+class IptablesDataplane:
+    """kube-proxy's iptables proxier for the one echo Service, in every node."""
+
+    def __init__(self, context: DataplaneContext) -> None:
+        self.context = context
+        self._chains: set[str] = set()
+
+    def setup(self) -> None:
+        for node in self.context.nodes:
+            run(in_netns(node.netns, ["iptables-restore", "--noflush", "-w", "5"]), input=_JUMPS)
+        self.sync([])
+
+    def sync(self, endpoints: Sequence[Endpoint]) -> None:
+        chains = {endpoint_chain(ep) for ep in endpoints}
+        if endpoints:
+            chains |= {service_chain(), external_chain()}
+        rules = restore_input(self.context, endpoints=endpoints, stale=sorted(self._chains - chains))
+        for node in self.context.nodes:
+            run(in_netns(node.netns, ["iptables-restore", "--noflush", "-w", "5"]), input=rules)
+        self._chains = chains
+
+
+def create(context: DataplaneContext) -> IptablesDataplane:
+    return IptablesDataplane(context)

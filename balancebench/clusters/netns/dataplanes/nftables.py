@@ -1,0 +1,207 @@
+"""kube-proxy's nftables mode (its recommended mode), programmed into every node's namespace.
+
+The shape follows kube-proxy's nftables proxier (pkg/proxy/nftables/proxier.go): ``table ip kube-proxy``
+with a ``service-ips`` verdict map keyed on ``ip daddr . meta l4proto . th dport``, a chain per service
+port (``service-<HASH>-default/echo/tcp/http``) that picks an endpoint with
+``numgen random mod N vmap { 0 : goto endpoint-…, … }``, a chain per endpoint that DNATs, and masquerade
+via mark 0x4000. Each sync is one ``nft -f`` transaction that flushes and rewrites the chains and maps
+(never the table itself, so the NAT hooks stay registered and established connections keep their
+conntrack entries: they stay on their pod, exactly as with kube-proxy).
+
+>>> print(ruleset(context, node_ip="172.18.0.2", endpoints=[…], stale=[]))
+add table ip kube-proxy { comment "rules for kube-proxy" ; }
+…
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from balancebench.clusters.netns.addressing import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_PORT_NAME
+from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, in_netns, require_tools
+from balancebench.shell import run
+
+TABLE = "ip kube-proxy"
+MASQUERADE_MARK = "0x4000"
+SERVICE_PORT = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:{SERVICE_PORT_NAME}"
+
+_SETS = (
+    ("set", "cluster-ips", 'type ipv4_addr ; comment "Active ClusterIPs"'),
+    ("set", "nodeport-ips", 'type ipv4_addr ; comment "IPs that accept NodePort traffic"'),
+    (
+        "map",
+        "no-endpoint-nodeports",
+        "type inet_proto . inet_service : verdict ; "
+        'comment "vmap to drop or reject packets to service nodeports with no endpoints"',
+    ),
+    (
+        "map",
+        "no-endpoint-services",
+        "type ipv4_addr . inet_proto . inet_service : verdict ; "
+        'comment "vmap to drop or reject packets to services with no endpoints"',
+    ),
+    (
+        "map",
+        "service-ips",
+        'type ipv4_addr . inet_proto . inet_service : verdict ; comment "ClusterIP, ExternalIP and '
+        'LoadBalancer IP traffic"',
+    ),
+    ("map", "service-nodeports", 'type inet_proto . inet_service : verdict ; comment "NodePort traffic"'),
+)
+
+_BASE_CHAINS = (
+    ("nat-prerouting", "type nat hook prerouting priority -100 ;"),
+    ("nat-output", "type nat hook output priority -100 ;"),
+    ("nat-postrouting", "type nat hook postrouting priority 100 ;"),
+    ("filter-forward", "type filter hook forward priority 0 ;"),
+    ("filter-input", "type filter hook input priority 0 ;"),
+    ("filter-output", "type filter hook output priority 0 ;"),
+)
+
+_HELPER_CHAINS = (
+    "cluster-ips-check",
+    "mark-for-masquerade",
+    "masquerading",
+    "nodeport-endpoints-check",
+    "reject-chain",
+    "services",
+    "service-endpoints-check",
+)
+
+
+def check() -> None:
+    require_tools("nftables", "nft", "nsenter")
+
+
+def _hash(name: str) -> str:
+    return base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8]
+
+
+def _chain_base() -> str:
+    return f"{SERVICE_NAMESPACE}/{SERVICE_NAME}/tcp/{SERVICE_PORT_NAME}"
+
+
+def service_chain() -> str:
+    """``service-<HASH>-default/echo/tcp/http``, as kube-proxy's servicePortChainNameBase names it."""
+    base = _chain_base()
+    return f"service-{_hash(base)}-{base}"
+
+
+def external_chain() -> str:
+    base = _chain_base()
+    return f"external-{_hash(base)}-{base}"
+
+
+def endpoint_chain(endpoint: Endpoint) -> str:
+    """``endpoint-<HASH>-default/echo/tcp/http__<ip>/<port>``."""
+    base = f"{_chain_base()}__{endpoint.ip}/{endpoint.port}"
+    return f"endpoint-{_hash(base)}-{base}"
+
+
+def ruleset(
+    context: DataplaneContext, *, node_ip: str, endpoints: Sequence[Endpoint], stale: Iterable[str]
+) -> str:
+    """One node's whole sync transaction; ``stale`` are chains of the previous sync to delete."""
+    service = context.service
+    lines = [f'add table {TABLE} {{ comment "rules for kube-proxy" ; }}']
+    for kind, name, spec in _SETS:
+        lines += [f"add {kind} {TABLE} {name} {{ {spec} ; }}", f"flush {kind} {TABLE} {name}"]
+    for name, spec in _BASE_CHAINS:
+        lines += [f"add chain {TABLE} {name} {{ {spec} }}", f"flush chain {TABLE} {name}"]
+    for name in _HELPER_CHAINS:
+        lines += [f"add chain {TABLE} {name}", f"flush chain {TABLE} {name}"]
+    invalid_port = 'comment "Reject traffic to invalid ports of ClusterIPs"'
+    unallocated = 'comment "Drop traffic to unallocated ClusterIPs"'
+    rules = [
+        ("cluster-ips-check", f"ip daddr @cluster-ips reject {invalid_port}"),
+        ("cluster-ips-check", f"ip daddr {{ {context.service_cidr} }} drop {unallocated}"),
+        ("filter-forward", "ct state new jump service-endpoints-check"),
+        ("filter-forward", "ct state new jump cluster-ips-check"),
+        ("filter-input", "ct state new jump nodeport-endpoints-check"),
+        ("filter-input", "ct state new jump service-endpoints-check"),
+        ("filter-output", "ct state new jump service-endpoints-check"),
+        ("filter-output", "ct state new jump cluster-ips-check"),
+        ("mark-for-masquerade", f"mark set mark or {MASQUERADE_MARK}"),
+        ("masquerading", f"mark and {MASQUERADE_MARK} == 0 return"),
+        ("masquerading", f"mark set mark xor {MASQUERADE_MARK}"),
+        ("masquerading", "masquerade fully-random"),
+        ("nat-output", "jump services"),
+        ("nat-postrouting", "jump masquerading"),
+        ("nat-prerouting", "jump services"),
+        ("nodeport-endpoints-check", "ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports"),  # noqa: E501
+        ("reject-chain", "reject"),
+        ("services", "ip daddr . meta l4proto . th dport vmap @service-ips"),
+        ("services", "ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports"),
+        ("service-endpoints-check", "ip daddr . meta l4proto . th dport vmap @no-endpoint-services"),
+    ]  # fmt: skip
+    lines += [f"add rule {TABLE} {chain} {rule}" for chain, rule in rules]
+    lines += [
+        f"add element {TABLE} nodeport-ips {{ {node_ip} }}",
+        f"add element {TABLE} cluster-ips {{ {service.cluster_ip} }}",
+    ]
+
+    svc, ext = service_chain(), external_chain()
+    if endpoints:
+        # Declare every chain before the first rule that jumps to one of them.
+        for chain in (svc, ext, *(endpoint_chain(ep) for ep in endpoints)):
+            lines += [f"add chain {TABLE} {chain}", f"flush chain {TABLE} {chain}"]
+        lines.append(
+            f"add rule {TABLE} {svc} ip daddr {service.cluster_ip} ip saddr != {context.pod_cidr} "
+            "jump mark-for-masquerade"
+        )
+        targets = " , ".join(f"{i} : goto {endpoint_chain(ep)}" for i, ep in enumerate(endpoints))
+        lines.append(f"add rule {TABLE} {svc} numgen random mod {len(endpoints)} vmap {{ {targets} }}")
+        lines += [
+            f"add rule {TABLE} {ext} jump mark-for-masquerade",
+            f"add rule {TABLE} {ext} goto {svc}",
+        ]
+        for ep in endpoints:
+            chain = endpoint_chain(ep)
+            lines += [
+                f"add rule {TABLE} {chain} ip saddr {ep.ip} jump mark-for-masquerade",
+                f"add rule {TABLE} {chain} meta l4proto tcp dnat to {ep.ip}:{ep.port}",
+            ]
+        lines += [
+            f"add element {TABLE} service-ips {{ {service.cluster_ip} . tcp . {service.port} : goto {svc} }}",
+            f"add element {TABLE} service-nodeports {{ tcp . {service.node_port} : goto {ext} }}",
+        ]
+    else:
+        lines += [
+            f"add element {TABLE} no-endpoint-services {{ {service.cluster_ip} . tcp . {service.port} "
+            f'comment "{SERVICE_PORT}" : goto reject-chain }}',
+            f"add element {TABLE} no-endpoint-nodeports {{ tcp . {service.node_port} "
+            f'comment "{SERVICE_PORT}" : goto reject-chain }}',
+        ]
+    # Flush every stale chain before deleting any: stale chains may jump to each other (service → endpoint),
+    # and the maps and live chains that referenced them were rewritten above, in the same transaction.
+    stale = list(stale)
+    lines += [f"flush chain {TABLE} {chain}" for chain in stale]
+    lines += [f"delete chain {TABLE} {chain}" for chain in stale]
+    return "\n".join(lines) + "\n"
+
+
+class NftablesDataplane:
+    """kube-proxy's nftables proxier for the one echo Service, in every node."""
+
+    def __init__(self, context: DataplaneContext) -> None:
+        self.context = context
+        self._chains: set[str] = set()
+
+    def setup(self) -> None:
+        self.sync([])
+
+    def sync(self, endpoints: Sequence[Endpoint]) -> None:
+        chains = {endpoint_chain(ep) for ep in endpoints}
+        if endpoints:
+            chains |= {service_chain(), external_chain()}
+        stale = sorted(self._chains - chains)
+        for node in self.context.nodes:
+            rules = ruleset(self.context, node_ip=node.ip, endpoints=endpoints, stale=stale)
+            run(in_netns(node.netns, ["nft", "-f", "-"]), input=rules)
+        self._chains = chains
+
+
+def create(context: DataplaneContext) -> NftablesDataplane:
+    return NftablesDataplane(context)

@@ -1,0 +1,106 @@
+"""The sandbox's wiring as ``ip -batch`` scripts: nodes on a bridge, kindnet-style point-to-point pods.
+
+Three scripts, each one ``ip`` process (so ``up`` spawns a handful of processes, not hundreds):
+
+* ``sandbox_script`` runs in the sandbox's root namespace, the "Docker host": the node bridge at
+  172.18.0.1, one veth per node into it, a route to each node's pod CIDR via that node (so the supervisor
+  reaches pods like a kubelet), and the pods' namespaces.
+* ``node_script`` runs in a node: its address, routes to the other nodes' pod CIDRs, and one veth per pod
+  holding the node's pod gateway address with a /32 route to the pod (kindnet's ptp plugin). Pod traffic
+  therefore always crosses the node's own stack — its conntrack and kube-proxy rules — both ways.
+* ``pod_script`` runs in a pod: its /32 address and a default route via the node's gateway.
+
+>>> print(pod_script(ip="10.244.0.2", gateway="10.244.0.1"))
+link set lo up
+…
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from balancebench.clusters.netns.addressing import (
+    NODE_GATEWAY,
+    NODE_PREFIX_LEN,
+    node_ip,
+    node_pod_cidr,
+    pod_gateway,
+)
+
+NETNS_DIR = "/run/netns"
+BRIDGE = "bb-nodes"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodLink:
+    """What wiring a pod needs: its namespace name, node, address and the node-side veth name."""
+
+    name: str
+    node: int
+    ip: str
+    veth: str
+
+
+def netns_path(name: str) -> str:
+    return f"{NETNS_DIR}/{name}"
+
+
+def node_uplink(index: int) -> str:
+    return f"bbn{index}"
+
+
+def sandbox_script(*, nodes: int | None, pods: Iterable[PodLink]) -> str:
+    """Root-namespace script; ``nodes=None`` adds pods only (scale-up)."""
+    lines: list[str] = []
+    if nodes is not None:
+        lines += [
+            "link set lo up",
+            f"link add {BRIDGE} type bridge",
+            f"addr add {NODE_GATEWAY}/{NODE_PREFIX_LEN} dev {BRIDGE}",
+            f"link set {BRIDGE} up",
+        ]
+        for index in range(nodes):
+            name = f"node-{index}"
+            lines += [
+                f"netns add {name}",
+                f"link add {node_uplink(index)} type veth peer name eth0 netns {name}",
+                f"link set {node_uplink(index)} master {BRIDGE} up",
+            ]
+    lines += [f"netns add {pod.name}" for pod in pods]
+    return "\n".join(lines) + "\n"
+
+
+def sandbox_routes_script(nodes: int) -> str:
+    """Routes from the sandbox root to every node's pod CIDR (run once the node links are up)."""
+    return "\n".join(f"route add {node_pod_cidr(i)} via {node_ip(i)}" for i in range(nodes)) + "\n"
+
+
+def node_script(*, index: int | None, nodes: int, pods: Sequence[PodLink]) -> str:
+    """A node's script; ``index=None`` wires ``pods`` only (scale-up)."""
+    lines: list[str] = []
+    if index is not None:
+        lines += [
+            "link set lo up",
+            f"addr add {node_ip(index)}/{NODE_PREFIX_LEN} dev eth0",
+            "link set eth0 up",
+        ]
+        lines += [f"route add {node_pod_cidr(i)} via {node_ip(i)}" for i in range(nodes) if i != index]
+    for pod in pods:
+        lines += [
+            f"link add {pod.veth} type veth peer name eth0 netns {pod.name}",
+            f"addr add {pod_gateway(pod.node)}/32 dev {pod.veth}",
+            f"link set {pod.veth} up",
+            f"route add {pod.ip}/32 dev {pod.veth} scope link",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def pod_script(*, ip: str, gateway: str) -> str:
+    return (
+        "link set lo up\n"
+        f"addr add {ip}/32 dev eth0\n"
+        "link set eth0 up\n"
+        f"route add {gateway} dev eth0 scope link\n"
+        f"route add default via {gateway} dev eth0\n"
+    )

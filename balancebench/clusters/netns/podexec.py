@@ -1,0 +1,41 @@
+"""Step into a pod and become the program: the last hop of ``cluster exec``.
+
+``NetnsCluster.exec`` runs ``nsenter --target <supervisor> --mount --net --pid -- python -m
+balancebench.clusters.netns.podexec --netns /run/netns/POD [--cgroup DIR] [--cwd DIR] -- ARGV…``. Inside
+the sandbox this joins the pod's cgroup (where the ebpf dataplane's connect4 program is attached), goes
+back to the caller's working directory, and execs ``nsenter --net=<pod netns> -- ARGV`` — so the program
+runs in the pod's network with stdin, stdout, stderr and exit code passed straight through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="balancebench.clusters.netns.podexec")
+    parser.add_argument("--netns", required=True)
+    parser.add_argument("--cgroup")
+    parser.add_argument("--cwd")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command after --")
+    if args.cgroup:
+        with open(os.path.join(args.cgroup, "cgroup.procs"), "w") as procs:
+            procs.write("0")
+    if args.cwd:
+        try:
+            os.chdir(args.cwd)
+        except OSError:
+            os.chdir("/")  # e.g. a directory under /run, which the sandbox has its own tmpfs on
+    os.execvp("nsenter", ["nsenter", f"--net={args.netns}", "--", *command])
+    return 127  # not reached: execvp only returns by raising
+
+
+if __name__ == "__main__":
+    sys.exit(main())

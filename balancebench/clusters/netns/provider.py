@@ -1,0 +1,370 @@
+"""The ``netns`` provider: a mini cluster made of real kernel parts, no Docker, no Kubernetes.
+
+``up`` claims the name, creates the control socket, and starts the keeper (host side) which starts the
+sandbox (``unshare --pid --fork --net --mount --mount-proc --kill-child``) whose PID 1 is the supervisor;
+then it waits until every echo pod answers. Attached (``detach=False``, a benchmark run): the supervisor
+watches a pipe from this process and tears the cluster down when it closes, however this process ends.
+Detached (``cluster up``): the supervisor is told to stop watching once the cluster is ready, and the
+cluster is found again later by its name.
+
+>>> with NetnsProvider().up(ClusterSpec(name="dev", dataplane="iptables")) as cluster:
+...     client = cluster.exec("source-0", ["curl", "-s", "http://10.96.0.10/"], stdout=subprocess.PIPE)
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from balancebench.clusters.base import ClusterSpec, ClusterStatus
+from balancebench.clusters.netns import addressing, control, dataplanes, runtime
+from balancebench.errors import ClusterError, InvalidInput, MissingFeature
+from balancebench.shell import run
+
+DEFAULT_ECHO_COMMAND: tuple[str, ...] = (sys.executable, "-m", "workloads.echo")
+PODEXEC_MODULE = "balancebench.clusters.netns.podexec"
+UP_TIMEOUT = 90.0
+STOP_TIMEOUT = 15.0
+REQUIRED_TOOLS = ("unshare", "nsenter", "ip", "mount", "sysctl")
+
+
+class NetnsCluster:
+    """A running netns cluster, reached through its supervisor's control socket.
+
+    >>> cluster = NetnsProvider().get("dev")
+    >>> cluster.scale(9).targets()
+    """
+
+    def __init__(
+        self, *, name: str, keeper: subprocess.Popen[bytes] | None = None, lifeline: int | None = None
+    ) -> None:
+        self.name = name
+        self._socket = runtime.socket_path(name)
+        self._keeper = keeper
+        self._lifeline = lifeline
+        self._supervisor_pid: int | None = None
+
+    def __repr__(self) -> str:
+        return f"NetnsCluster(name={self.name!r})"
+
+    def _request(self, op: str, *, timeout: float = 30.0, **args: Any) -> Any:
+        return control.request(self._socket, op, timeout=timeout, **args)
+
+    # -- the Cluster protocol ----------------------------------------------------------------------------
+
+    def status(self) -> ClusterStatus:
+        return control.status_from_json(self._request("status"))
+
+    def exec_command(
+        self, pod: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment that run ``argv`` in ``pod`` (or a node: ``node-0``).
+
+        ``cluster exec`` execs this in place of itself, so the program's stdin, stdout and exit code are
+        the caller's."""
+        if not argv:
+            raise InvalidInput("nothing to run: give a command after '--', e.g. -- curl http://10.96.0.10/")
+        info = self._request("exec_info", pod=pod)
+        pid = self._supervisor()
+        command = ["nsenter", f"--target={pid}"]
+        if os.geteuid() != 0:
+            command.append("--user")
+        command += ["--mount", "--net", "--pid", "--", sys.executable, "-m", PODEXEC_MODULE]
+        command += ["--netns", info["netns"], "--cwd", _cwd()]
+        if info["cgroup"]:
+            command += ["--cgroup", info["cgroup"]]
+        command += ["--", *argv]
+        return command, {**os.environ, **(env or {}), **info["env"]}
+
+    def exec(
+        self,
+        pod: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+    ) -> subprocess.Popen[bytes]:
+        command, full_env = self.exec_command(pod, argv, env=env)
+        return subprocess.Popen(command, env=full_env, stdin=stdin, stdout=stdout, stderr=stderr)
+
+    def scale(self, targets: int) -> ClusterStatus:
+        if targets < 0:
+            raise InvalidInput(f"--targets must be 0 or more, got {targets}")
+        return control.status_from_json(self._request("scale", targets=targets, timeout=UP_TIMEOUT))
+
+    def kill(self, pod: str) -> None:
+        self._request("kill", pod=pod)
+
+    def set_ready(self, pod: str, ready: bool) -> None:
+        self._request("set_ready", pod=pod, ready=ready)
+
+    def pod_http(
+        self, pod: str, path: str, *, method: str = "GET", body: bytes | None = None, port: int | None = None
+    ) -> tuple[int, bytes]:
+        payload = base64.b64encode(body).decode() if body is not None else None
+        reply = self._request("pod_http", pod=pod, path=path, method=method, body=payload, port=port)
+        return int(reply["status"]), base64.b64decode(reply["body"])
+
+    def down(self) -> None:
+        """Tear the cluster down and wait until nothing of it remains. Safe to repeat."""
+        with _ignoring_interrupts():
+            if runtime.is_running(self.name):
+                with contextlib.suppress(ClusterError):
+                    self._request("down", timeout=10.0)
+            self._close_lifeline()
+            self._wait_stopped()
+            runtime.collect_garbage()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.down()
+
+    # -- lifecycle helpers used by the provider ----------------------------------------------------------
+
+    def _wait_ready(self) -> ClusterStatus:
+        try:
+            return control.status_from_json(self._request("wait_ready", timeout=UP_TIMEOUT))
+        except ClusterError as exc:
+            if self._keeper is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._keeper.wait(timeout=STOP_TIMEOUT)
+            reason = _failure_from_log(self.name) or str(exc)
+            raise ClusterError(
+                f"cluster {self.name!r} failed to start: {reason} (log: {runtime.log_path(self.name)})"
+            ) from exc
+
+    def _detach(self) -> None:
+        self._request("detach")
+        self._close_lifeline()
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+
+    def _wait_stopped(self) -> None:
+        if self._keeper is not None:
+            try:
+                self._keeper.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._keeper.terminate()  # the keeper kills the sandbox, then cleans up
+                try:
+                    self._keeper.wait(timeout=STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self._keeper.kill()
+                    self._keeper.wait()
+        if runtime.wait_stopped(self.name, STOP_TIMEOUT):
+            return
+        pid = runtime.find_supervisor_pid(self.name)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if not runtime.wait_stopped(self.name, STOP_TIMEOUT):
+            raise ClusterError(
+                f"cluster {self.name!r} did not stop within {2 * STOP_TIMEOUT:g}s; "
+                f"see {runtime.log_path(self.name)}"
+            )
+
+    def _supervisor(self) -> int:
+        if self._supervisor_pid is None or not os.path.exists(f"/proc/{self._supervisor_pid}"):
+            self._supervisor_pid = runtime.find_supervisor_pid(self.name)
+        if self._supervisor_pid is None:
+            raise ClusterError(f"cluster {self.name!r} has no running supervisor")
+        return self._supervisor_pid
+
+
+class NetnsProvider:
+    """Clusters of network namespaces on this machine, one sandbox each.
+
+    ``echo_command`` is the target pods' program (default: this project's echo server); the provider
+    appends ``--port``/``--admin-port`` and the spec's echo arguments.
+    """
+
+    name = "netns"
+
+    def __init__(self, *, echo_command: Sequence[str] = DEFAULT_ECHO_COMMAND) -> None:
+        self.echo_command = tuple(echo_command)
+
+    def up(self, spec: ClusterSpec, *, detach: bool = False) -> NetnsCluster:
+        check_spec(spec)
+        check_machine(spec.dataplane)
+        runtime.collect_garbage()
+        lock = runtime.claim(spec.name)
+        listener: socket.socket | None = None
+        lifeline_read = lifeline_write = -1
+        keeper: subprocess.Popen[bytes] | None = None
+        try:
+            path = runtime.socket_path(spec.name)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(str(path))
+            listener.listen(64)
+            lifeline_read, lifeline_write = os.pipe()
+            sandbox = self._sandbox_command(spec, socket_fd=listener.fileno(), lifeline_fd=lifeline_read)
+            keeper_command = [sys.executable, "-m", runtime.KEEPER_MODULE, "--name", spec.name]
+            keeper_command += ["--lock-fd", str(lock), "--pass-fd", str(listener.fileno())]
+            keeper_command += ["--pass-fd", str(lifeline_read), "--", *sandbox]
+            with open(runtime.log_path(spec.name), "wb") as log:
+                keeper = subprocess.Popen(
+                    keeper_command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(lock, listener.fileno(), lifeline_read),
+                    start_new_session=True,  # Ctrl-C in the terminal is ours to handle, not the keeper's
+                )
+        except BaseException:
+            if lifeline_write >= 0:
+                os.close(lifeline_write)
+            with contextlib.suppress(FileNotFoundError):
+                runtime.socket_path(spec.name).unlink()
+            raise
+        finally:
+            if listener is not None:
+                listener.close()
+            if lifeline_read >= 0:
+                os.close(lifeline_read)
+            os.close(lock)  # the keeper holds the name from here on
+        cluster = NetnsCluster(name=spec.name, keeper=keeper, lifeline=lifeline_write)
+        try:
+            cluster._wait_ready()
+            if detach:
+                cluster._detach()
+        except BaseException:
+            cluster.down()
+            raise
+        return cluster
+
+    def _sandbox_command(self, spec: ClusterSpec, *, socket_fd: int, lifeline_fd: int) -> list[str]:
+        command = ["unshare", "--pid", "--fork", "--net", "--mount", "--mount-proc", "--kill-child"]
+        if os.geteuid() != 0:
+            command += ["--user", "--map-root-user"]
+        command += ["--", sys.executable, "-m", runtime.SUPERVISOR_MODULE, "--name", spec.name]
+        command += ["--spec", json.dumps(control.spec_to_json(spec))]
+        command += ["--socket-fd", str(socket_fd), "--lifeline-fd", str(lifeline_fd)]
+        command += ["--echo-command", json.dumps(list(self.echo_command))]
+        return command
+
+    def get(self, name: str) -> NetnsCluster:
+        runtime.collect_garbage()
+        if not runtime.is_running(name):
+            running = runtime.running_names()
+            hint = (
+                f"running clusters: {', '.join(running)}"
+                if running
+                else "none is running (start one with 'balancebench cluster up --name NAME')"
+            )
+            raise InvalidInput(f"no cluster named {name!r}; {hint}")
+        return NetnsCluster(name=name)
+
+    def list(self) -> list[str]:
+        runtime.collect_garbage()
+        return runtime.running_names()
+
+    def delete(self, name: str) -> bool:
+        if runtime.is_running(name):
+            NetnsCluster(name=name).down()
+            return True
+        cleaned = name in runtime.collect_garbage()
+        with contextlib.suppress(FileNotFoundError):
+            runtime.log_path(name).unlink()
+            cleaned = True
+        return cleaned
+
+
+def check_spec(spec: ClusterSpec) -> None:
+    """Limits of the netns address plan, on top of ClusterSpec's own checks."""
+    if spec.nodes > addressing.MAX_NODES:
+        raise InvalidInput(
+            f"--nodes must be at most {addressing.MAX_NODES} for the netns provider, got {spec.nodes}"
+        )
+    per_node = math.ceil(spec.targets / spec.nodes) + math.ceil(spec.sources / spec.nodes)
+    if per_node > addressing.MAX_PODS_PER_NODE:
+        raise InvalidInput(
+            f"{spec.targets} targets and {spec.sources} sources on {spec.nodes} nodes put {per_node} pods "
+            f"on a node, more than a node's /24 holds ({addressing.MAX_PODS_PER_NODE}): add --nodes"
+        )
+    ports = {
+        "service port": spec.service_port,
+        "target port": spec.target_port,
+        "admin port": spec.admin_port,
+    }
+    for what, port in ports.items():
+        if not 1 <= port <= 65535:
+            raise InvalidInput(f"{what} {port} is not a TCP port (1-65535)")
+    if spec.target_port == spec.admin_port:
+        raise InvalidInput(f"target port and admin port are both {spec.target_port}: they must differ")
+
+
+def check_machine(dataplane: str) -> None:
+    """MissingFeature (one line, with the way out) if this machine cannot build a netns cluster."""
+    for tool in REQUIRED_TOOLS:
+        if shutil.which(tool) is None:
+            raise MissingFeature(
+                f"the netns cluster needs {tool!r}, which is not installed: run scripts/setup.sh"
+            )
+    dataplanes.check(dataplane)
+    if os.geteuid() != 0:
+        probe = run(["unshare", "--user", "--map-root-user", "--net", "--mount", "true"], check=False)
+        if probe.returncode != 0:
+            lines = (probe.stderr or probe.stdout).strip().splitlines()
+            why = lines[-1] if lines else "no output"
+            raise MissingFeature(
+                "the netns cluster needs root or unprivileged user namespaces, and "
+                f"'unshare --user --map-root-user' fails here ({why}): run as root, "
+                "or allow user namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)"
+            )
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return "/"
+
+
+def _failure_from_log(name: str) -> str | None:
+    """The reason a cluster failed to start, from its log: the supervisor's verdict or unshare's complaint."""
+    try:
+        lines = runtime.log_path(name).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if "start-up failed: " in line:
+            return line.split("start-up failed: ", 1)[1]
+    for line in reversed(lines):
+        if line.strip() and not line.startswith("keeper:"):
+            return line.strip()
+    return None
+
+
+@contextlib.contextmanager
+def _ignoring_interrupts() -> Any:
+    """Let a teardown finish even if Ctrl-C is pressed again (main thread only: signals live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,212 @@
+"""Where a netns cluster's host-side traces live, and how they are found again and garbage-collected.
+
+A cluster leaves exactly three kinds of objects outside its sandbox, all named after the cluster:
+
+    RUNTIME_DIR/<name>.lock   held (flock) by the cluster's keeper for as long as any part of it lives
+    RUNTIME_DIR/<name>.sock   the supervisor's control socket
+    <cgroup2>/balancebench-<name>/<pod>   pod cgroups (ebpf dataplane only: connect4 attaches there)
+
+State is discovered, not stored: a cluster runs exactly when its lock is held, so a crash (even SIGKILL of
+every process) never leaves something ``list`` cannot see, and ``collect_garbage`` removes what a dead
+cluster left behind.
+
+>>> running_names()
+['dev']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import time
+from pathlib import Path
+
+from balancebench.errors import InvalidInput
+
+CGROUP_PREFIX = "balancebench-"
+SUPERVISOR_MODULE = "balancebench.clusters.netns.supervisor"
+KEEPER_MODULE = "balancebench.clusters.netns.keeper"
+
+
+def runtime_dir() -> Path:
+    """The per-user directory for locks, sockets and logs (created on first use, mode 0700)."""
+    if os.geteuid() == 0:
+        path = Path("/run/balancebench")
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        path = Path(os.environ["XDG_RUNTIME_DIR"]) / "balancebench"
+    else:
+        path = Path(f"/tmp/balancebench-{os.getuid()}")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def lock_path(name: str) -> Path:
+    return runtime_dir() / f"{name}.lock"
+
+
+def socket_path(name: str) -> Path:
+    return runtime_dir() / f"{name}.sock"
+
+
+def log_path(name: str) -> Path:
+    return runtime_dir() / f"{name}.log"
+
+
+def cgroup2_root() -> Path | None:
+    """The cgroup v2 mount point (``/sys/fs/cgroup`` or, on hybrid hosts, ``/sys/fs/cgroup/unified``)."""
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == "cgroup2":
+                return Path(fields[1])
+    return None
+
+
+def cluster_cgroup(name: str) -> Path | None:
+    root = cgroup2_root()
+    return root / f"{CGROUP_PREFIX}{name}" if root is not None else None
+
+
+def claim(name: str) -> int:
+    """Take the cluster name: return an fd holding its lock, or raise InvalidInput if a cluster has it."""
+    path = lock_path(name)
+    for _attempt in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            # A concurrent `is_running` probe holds a shared lock for an instant; only a lock that stays
+            # held means a live cluster.
+            time.sleep(0.02)
+            continue
+        # Garbage collection may have unlinked the file we opened; a lock on an orphaned inode claims nothing.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    raise InvalidInput(
+        f"a cluster named {name!r} already exists: pick another --name, or remove it with "
+        f"'balancebench cluster down {name}'"
+    )
+
+
+def is_running(name: str) -> bool:
+    """True while any process of the cluster (its keeper) holds the name's lock."""
+    try:
+        fd = os.open(lock_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def running_names() -> list[str]:
+    return sorted(p.stem for p in runtime_dir().glob("*.lock") if is_running(p.stem))
+
+
+def wait_stopped(name: str, timeout: float) -> bool:
+    """Wait until the cluster's keeper has released its lock (everything removed); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while is_running(name):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def remove_cgroup_tree(path: Path, *, timeout: float = 5.0) -> None:
+    """Remove a cgroup directory and its children, killing anything still inside; retry while busy."""
+    if not path.is_dir():
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _remove_cgroup_once(path)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _remove_cgroup_once(path: Path) -> None:
+    children = sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+    for cgroup in [*children, path]:
+        with contextlib.suppress(FileNotFoundError):
+            for pid in (cgroup / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            cgroup.rmdir()
+
+
+def find_supervisor_pid(name: str) -> int | None:
+    """The host PID of the cluster's supervisor (PID 1 of its sandbox), found by its command line."""
+    uid = os.getuid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if _is_supervisor_of(argv, name):
+            return int(entry.name)
+    return None
+
+
+def _is_supervisor_of(argv: list[bytes], name: str) -> bool:
+    # `unshare … -- python -m supervisor` carries the same words; only the python process starts with them.
+    return (
+        len(argv) > 4
+        and argv[1:3] == [b"-m", SUPERVISOR_MODULE.encode()]
+        and argv[3:5] == [b"--name", name.encode()]
+    )
+
+
+def collect_garbage() -> list[str]:
+    """Remove what dead clusters left behind (sockets, locks, cgroups); return the names cleaned."""
+    cleaned: set[str] = set()
+    directory = runtime_dir()
+    for lock in directory.glob("*.lock"):
+        name = lock.stem
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                socket_path(name).unlink()
+                cleaned.add(name)
+            cgroup = cluster_cgroup(name)
+            if cgroup is not None and cgroup.exists():
+                remove_cgroup_tree(cgroup)
+                cleaned.add(name)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+        finally:
+            os.close(fd)
+    root = cgroup2_root()
+    if root is not None and os.geteuid() == 0:
+        for cgroup in root.glob(f"{CGROUP_PREFIX}*"):
+            name = cgroup.name.removeprefix(CGROUP_PREFIX)
+            if not is_running(name):
+                remove_cgroup_tree(cgroup)
+                cleaned.add(name)
+    return sorted(cleaned)

@@ -1,0 +1,678 @@
+"""PID 1 of a netns cluster's sandbox: builds nodes and pods, then plays kubelet and kube-proxy.
+
+The keeper starts it as ``unshare --pid --fork --net --mount --mount-proc --kill-child -- python -m
+balancebench.clusters.netns.supervisor --name N --spec JSON --socket-fd S --lifeline-fd L``, so every
+namespace, process, link and rule it creates lives in the sandbox and dies with it. It
+
+* mounts a tmpfs on /run (``ip netns`` names, pod logs, a private bpffs: all gone with the sandbox),
+* wires nodes and pods (:mod:`network`), starts the echo pods and waits until each answers ``/readyz``,
+* programs the Service with the chosen dataplane from the ready endpoints, then probes readiness every
+  0.5 s like a kubelet (3 failures make a pod unready) and resyncs on every change like kube-proxy,
+* serves the control protocol (:mod:`control`) on the socket its owner created,
+* tears down on ``down``, SIGTERM, or — until it is told to detach — EOF on its owner's lifeline pipe.
+
+As PID 1 it also reaps orphans (processes run by ``cluster exec`` whose nsenter parent went away).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from balancebench.clusters.base import ClusterSpec, ClusterStatus, Pod, PodRole, Service
+from balancebench.clusters.netns import addressing, control, network
+from balancebench.clusters.netns.dataplanes import (
+    Dataplane,
+    DataplaneContext,
+    Endpoint,
+    Node,
+    create,
+    needs_cgroups,
+)
+from balancebench.clusters.netns.runtime import cluster_cgroup, remove_cgroup_tree
+from balancebench.errors import ClusterError, InvalidInput
+from balancebench.shell import run
+
+STATE_DIR = Path("/run/balancebench")
+LOG_DIR = STATE_DIR / "logs"
+START_TIMEOUT = 30.0
+PROBE_INTERVAL = 0.5
+PROBE_TIMEOUT = 1.0
+FAILURE_THRESHOLD = 3
+
+log = logging.getLogger("balancebench.supervisor")
+
+
+@dataclass(kw_only=True)
+class PodState:
+    """A pod as the supervisor tracks it; mutable because readiness and its process change while it runs."""
+
+    name: str
+    role: PodRole
+    serial: int
+    node: int
+    ip: str
+    veth: str
+    process: subprocess.Popen[bytes] | None = None
+    ready: bool = False
+    failures: int = 0
+    removing: bool = False
+
+    @property
+    def link(self) -> network.PodLink:
+        return network.PodLink(name=self.name, node=self.node, ip=self.ip, veth=self.veth)
+
+    @property
+    def netns(self) -> str:
+        return network.netns_path(self.name)
+
+    @property
+    def log_file(self) -> Path:
+        return LOG_DIR / f"{self.name}.log"
+
+    def last_log_line(self) -> str:
+        try:
+            lines = self.log_file.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return lines[-1] if lines else "no output"
+
+
+class Supervisor:
+    """The sandbox's PID 1 (see the module docstring)."""
+
+    def __init__(
+        self, spec: ClusterSpec, *, listener: socket.socket, lifeline: int | None, echo_command: Sequence[str]
+    ) -> None:
+        self.spec = spec
+        self.listener = listener
+        self.lifeline = lifeline
+        self.echo_command = list(echo_command)
+        self.pods: dict[str, PodState] = {}
+        self.node_names = tuple(addressing.node_name(i) for i in range(spec.nodes))
+        self.service = Service(
+            cluster_ip=addressing.CLUSTER_IP,
+            port=spec.service_port,
+            node_port=spec.node_port,
+            target_port=spec.target_port,
+        )
+        self.cgroup = cluster_cgroup(spec.name) if needs_cgroups(spec.dataplane) else None
+        self.dataplane: Dataplane | None = None
+        self.endpoints: tuple[Endpoint, ...] = ()
+        self._serials: dict[PodRole, int] = {"target": 0, "source": 0}
+        self._next_host = [addressing.FIRST_POD_HOST] * spec.nodes
+        self._veths = 0
+        self._lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._failure: str | None = None
+        self._detached = False
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGCHLD, self._reap)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._stopping.set)
+        if self.lifeline is not None:
+            loop.add_reader(self.lifeline, self._on_lifeline)
+        server = await asyncio.start_unix_server(self._serve, sock=self.listener)
+        prober: asyncio.Task[None] | None = None
+        try:
+            started = time.monotonic()
+            try:
+                await self._build()
+                log.info("cluster %s ready in %.2fs", self.spec.name, time.monotonic() - started)
+            except Exception as exc:
+                self._failure = str(exc) if isinstance(exc, ClusterError | InvalidInput) else repr(exc)
+                log.error("start-up failed: %s", self._failure)
+            self._ready.set()
+            if self._failure is not None:
+                await asyncio.sleep(0.1)  # accept the owner's pending wait_ready, so it hears why
+            if self._failure is None:
+                prober = asyncio.create_task(self._probe_loop())
+                await self._stopping.wait()
+            if self._handlers:
+                await asyncio.wait(set(self._handlers), timeout=2.0)
+        finally:
+            if prober is not None:
+                prober.cancel()
+            server.close()
+            self._teardown()
+        return 0 if self._failure is None else 1
+
+    def _on_lifeline(self) -> None:
+        assert self.lifeline is not None
+        try:
+            data = os.read(self.lifeline, 64)
+        except OSError:
+            data = b""
+        if data:
+            return
+        asyncio.get_running_loop().remove_reader(self.lifeline)
+        if not self._detached:
+            log.info("owner went away: tearing down")
+            self._stopping.set()
+
+    def _detach(self) -> None:
+        self._detached = True
+        if self.lifeline is not None:
+            asyncio.get_running_loop().remove_reader(self.lifeline)
+            os.close(self.lifeline)
+            self.lifeline = None
+
+    def _reap(self) -> None:
+        by_pid = {p.process.pid: p.process for p in self.pods.values() if p.process is not None}
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in by_pid:
+                by_pid[pid].returncode = os.waitstatus_to_exitcode(status)
+
+    def _teardown(self) -> None:
+        # PID 1 may signal every process of its namespace at once: pods, exec'd clients, their children.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+        if self.cgroup is not None:
+            try:
+                remove_cgroup_tree(self.cgroup)
+            except OSError as exc:  # the keeper retries; say why it had to
+                log.error("could not remove %s: %s", self.cgroup, exc)
+        log.info("cluster %s torn down", self.spec.name)
+
+    # -- building ----------------------------------------------------------------------------------------
+
+    async def _build(self) -> None:
+        spec = self.spec
+        started = time.monotonic()
+        run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run"])
+        LOG_DIR.mkdir(parents=True)
+        if self.cgroup is not None:
+            self.cgroup.mkdir()
+        targets = [
+            self._plan("target", node=addressing.round_robin_node(i, spec.nodes)) for i in range(spec.targets)
+        ]
+        sources = [
+            self._plan("source", node=addressing.round_robin_node(i, spec.nodes)) for i in range(spec.sources)
+        ]
+        pods = targets + sources
+        run(
+            ["ip", "-batch", "-"], input=network.sandbox_script(nodes=spec.nodes, pods=[p.link for p in pods])
+        )
+        for index in range(spec.nodes):
+            on_node = [p.link for p in pods if p.node == index]
+            script = network.node_script(index=index, nodes=spec.nodes, pods=on_node)
+            run(["ip", "-n", addressing.node_name(index), "-batch", "-"], input=script)
+            run(_in(addressing.node_name(index), ["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
+        run(["ip", "-batch", "-"], input=network.sandbox_routes_script(spec.nodes))
+        self._wire_pods(pods)
+        log.info("wired %d nodes and %d pods in %.0f ms", spec.nodes, len(pods), _ms_since(started))
+        for pod in targets:
+            self._start(pod)
+        self.dataplane = create(spec.dataplane, self._dataplane_context())
+        self.dataplane.setup()
+        log.info("dataplane %s set up at %.0f ms", spec.dataplane, _ms_since(started))
+        await self._wait_ready(targets)
+        log.info("%d echo pods ready at %.0f ms", len(targets), _ms_since(started))
+        self._sync()
+
+    def _dataplane_context(self) -> DataplaneContext:
+        nodes = tuple(
+            Node(name=name, netns=network.netns_path(name), ip=addressing.node_ip(i))
+            for i, name in enumerate(self.node_names)
+        )
+        return DataplaneContext(
+            nodes=nodes,
+            service=self.service,
+            pod_cidr=addressing.POD_CIDR,
+            service_cidr=addressing.SERVICE_CIDR,
+            cgroup=str(self.cgroup) if self.cgroup is not None else None,
+            state_dir=str(STATE_DIR),
+        )
+
+    def _plan(self, role: PodRole, *, node: int) -> PodState:
+        serial = self._serials[role]
+        self._serials[role] += 1
+        host = self._next_host[node]
+        if host > addressing.LAST_POD_HOST:
+            raise ClusterError(f"node {self.node_names[node]} has no free pod address left in its /24")
+        self._next_host[node] += 1
+        self._veths += 1
+        name = addressing.target_name(serial) if role == "target" else addressing.source_name(serial)
+        pod = PodState(
+            name=name,
+            role=role,
+            serial=serial,
+            node=node,
+            ip=addressing.pod_ip(node, host),
+            veth=f"bbp{self._veths}",
+        )
+        self.pods[name] = pod
+        return pod
+
+    def _wire_pods(self, pods: Sequence[PodState]) -> None:
+        """Pod-side addresses and routes, and (ebpf) pod cgroups; node and sandbox sides exist already."""
+        for pod in pods:
+            script = network.pod_script(ip=pod.ip, gateway=addressing.pod_gateway(pod.node))
+            run(["ip", "-n", pod.name, "-batch", "-"], input=script)
+            if self.cgroup is not None:
+                (self.cgroup / pod.name).mkdir()
+
+    def _add_pods(self, pods: Sequence[PodState]) -> None:
+        """Wire pods into a running cluster (scale-up)."""
+        run(["ip", "-batch", "-"], input=network.sandbox_script(nodes=None, pods=[p.link for p in pods]))
+        for index in sorted({p.node for p in pods}):
+            script = network.node_script(
+                index=None, nodes=self.spec.nodes, pods=[p.link for p in pods if p.node == index]
+            )
+            run(["ip", "-n", addressing.node_name(index), "-batch", "-"], input=script)
+        self._wire_pods(pods)
+
+    def pod_env(self, pod: PodState) -> dict[str, str]:
+        """The downward-API variables every pod process gets (the echo server names itself from them)."""
+        return {"POD_NAME": pod.name, "POD_IP": pod.ip, "NODE_NAME": self.node_names[pod.node]}
+
+    def _start(self, pod: PodState) -> None:
+        spec = self.spec
+        argv = [
+            *self.echo_command,
+            "--port",
+            str(spec.target_port),
+            "--admin-port",
+            str(spec.admin_port),
+            *spec.echo_args,
+            *spec.pod_echo_args.get(pod.name, ()),
+        ]
+        cgroup_procs = str(self.cgroup / pod.name / "cgroup.procs") if self.cgroup is not None else None
+        with open(pod.log_file, "ab") as out:
+            pod.process = subprocess.Popen(
+                ["nsenter", f"--net={pod.netns}", "--", *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.pod_env(pod), "PYTHONUNBUFFERED": "1"},
+                preexec_fn=_joiner(cgroup_procs) if cgroup_procs else None,
+            )
+
+    async def _wait_ready(self, pods: Sequence[PodState]) -> None:
+        """Wait until every pod answers its readiness probe; fail fast if one exits."""
+        deadline = time.monotonic() + START_TIMEOUT
+        waiting = list(pods)
+        while waiting:
+            if self._stopping.is_set():
+                raise ClusterError("start-up interrupted")
+            for pod in waiting:
+                if pod.process is not None and pod.process.returncode is not None:
+                    raise ClusterError(
+                        f"pod {pod.name} exited during start-up (status {pod.process.returncode}): "
+                        f"{pod.last_log_line()}"
+                    )
+            answers = await asyncio.gather(*(self._probe(p) for p in waiting))
+            for pod, answer in zip(waiting, answers, strict=True):
+                pod.ready = answer is True
+            waiting = [p for p in waiting if not p.ready]
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(p.name for p in waiting)
+                raise ClusterError(
+                    f"pods {names} not ready after {START_TIMEOUT:g}s; {waiting[0].name} says: "
+                    f"{waiting[0].last_log_line()}"
+                )
+            if waiting:
+                await asyncio.sleep(0.02)
+
+    # -- kubelet and kube-proxy --------------------------------------------------------------------------
+
+    async def _probe(self, pod: PodState, *, timeout: float = PROBE_TIMEOUT) -> bool | None:
+        """GET /readyz on the pod's admin port: True (200), False (another status), None (no answer)."""
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(pod.ip, self.spec.admin_port)
+                try:
+                    writer.write(b"GET /readyz HTTP/1.1\r\nHost: kubelet\r\nConnection: close\r\n\r\n")
+                    line = await reader.readline()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError):
+            return None
+        parts = line.split()
+        return len(parts) > 1 and parts[1] == b"200"
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            targets = [p for p in self.pods.values() if p.role == "target" and not p.removing]
+            answers = await asyncio.gather(*(self._probe(p) for p in targets))
+            async with self._lock:
+                changed = False
+                for pod, answer in zip(targets, answers, strict=True):
+                    if pod.removing or pod.name not in self.pods:
+                        continue
+                    pod.failures = 0 if answer is True else pod.failures + 1
+                    ready = answer is True or (pod.ready and pod.failures < FAILURE_THRESHOLD)
+                    if ready != pod.ready:
+                        log.info("pod %s is now %s", pod.name, "ready" if ready else "not ready")
+                        pod.ready = ready
+                        changed = True
+                if changed:
+                    self._sync()
+
+    def _sync(self) -> None:
+        """Program the dataplane with the ready endpoints (kube-proxy's syncProxyRules)."""
+        endpoints = tuple(
+            Endpoint(pod=p.name, ip=p.ip, port=self.spec.target_port)
+            for p in sorted(self.pods.values(), key=lambda p: p.serial)
+            if p.role == "target" and p.ready and not p.removing
+        )
+        if endpoints == self.endpoints or self.dataplane is None:
+            return
+        started = time.monotonic()
+        self.dataplane.sync(endpoints)
+        self.endpoints = endpoints
+        log.info(
+            "synced %d endpoints in %.0f ms: %s",
+            len(endpoints),
+            (time.monotonic() - started) * 1000,
+            " ".join(e.pod for e in endpoints),
+        )
+
+    # -- operations --------------------------------------------------------------------------------------
+
+    def _pod(self, name: str) -> PodState:
+        pod = self.pods.get(name)
+        if pod is None or pod.removing:
+            if name in self.node_names:
+                raise InvalidInput(f"{name!r} is a node of cluster {self.spec.name!r}, not a pod")
+            known = ", ".join(sorted(self.pods))
+            raise InvalidInput(f"no pod {name!r} in cluster {self.spec.name!r}; pods are: {known}")
+        return pod
+
+    def status(self) -> ClusterStatus:
+        pods = sorted(self.pods.values(), key=lambda p: (p.role != "target", p.serial))
+        return ClusterStatus(
+            name=self.spec.name,
+            provider="netns",
+            dataplane=self.spec.dataplane,
+            nodes=self.node_names,
+            service=self.service,
+            pods=tuple(
+                Pod(
+                    name=p.name,
+                    role=p.role,
+                    node=self.node_names[p.node],
+                    ip=p.ip,
+                    ready=p.ready if p.role == "target" else True,
+                )
+                for p in pods
+                if not p.removing
+            ),
+        )
+
+    async def scale(self, targets: int) -> ClusterStatus:
+        if targets < 0:
+            raise InvalidInput(f"--targets must be 0 or more, got {targets}")
+        async with self._lock:
+            current = sorted(
+                (p for p in self.pods.values() if p.role == "target" and not p.removing),
+                key=lambda p: p.serial,
+            )
+            if targets > len(current):
+                per_node = [sum(1 for p in current if p.node == i) for i in range(self.spec.nodes)]
+                new: list[PodState] = []
+                for _ in range(targets - len(current)):
+                    node = addressing.spread_node(per_node)
+                    per_node[node] += 1
+                    new.append(self._plan("target", node=node))
+                try:
+                    self._add_pods(new)
+                    for pod in new:
+                        self._start(pod)
+                    await self._wait_ready(new)
+                except BaseException:
+                    for pod in new:
+                        await self._remove(pod)
+                    raise
+                self._sync()
+            else:
+                # Like a ReplicaSet scaling down: the newest pods go first.
+                await self._remove_all(current[targets:])
+        return self.status()
+
+    async def kill(self, name: str) -> None:
+        async with self._lock:
+            await self._remove_all([self._pod(name)])
+
+    async def _remove_all(self, pods: Sequence[PodState]) -> None:
+        for pod in pods:
+            pod.removing = True
+        self._sync()  # endpoints first, so no new connection is sent to a dying pod
+        for pod in pods:
+            await self._remove(pod)
+
+    async def _remove(self, pod: PodState) -> None:
+        """Kill every process in the pod's network namespace, then delete the namespace and its veth."""
+        pod.removing = True
+        victims = _processes_in_netns(pod.netns)
+        if pod.process is not None and pod.process.returncode is None:
+            victims.add(pod.process.pid)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # lets the SIGCHLD handler reap our own children
+        with contextlib.suppress(ClusterError):
+            run(["ip", "-n", addressing.node_name(pod.node), "link", "del", pod.veth])
+        with contextlib.suppress(ClusterError):
+            run(["ip", "netns", "del", pod.name])
+        if self.cgroup is not None:
+            remove_cgroup_tree(self.cgroup / pod.name)
+        self.pods.pop(pod.name, None)
+        log.info("pod %s removed", pod.name)
+
+    async def set_ready(self, name: str, ready: bool) -> None:
+        pod = self._pod(name)
+        if pod.role != "target":
+            raise InvalidInput(f"pod {name!r} is a source pod: only echo pods have a readiness probe")
+        status, body = await self.pod_http(
+            name, "/admin/ready", method="POST", body=json.dumps({"ready": ready}).encode()
+        )
+        if status >= 300:
+            raise ClusterError(f"pod {name} refused the readiness change (HTTP {status}): {body[:200]!r}")
+        deadline = time.monotonic() + 5.0
+        while await self._probe(pod) is not ready:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"pod {name} still does not report ready={ready} after 5s")
+            await asyncio.sleep(0.02)
+        async with self._lock:
+            if name in self.pods:
+                pod.ready, pod.failures = ready, 0
+                self._sync()
+
+    async def pod_http(
+        self, name: str, path: str, *, method: str = "GET", body: bytes | None = None, port: int | None = None
+    ) -> tuple[int, bytes]:
+        pod = self._pod(name)
+        target_port = port if port is not None else self.spec.admin_port
+        try:
+            return await asyncio.to_thread(_http, pod.ip, target_port, method, path, body)
+        except (OSError, http.client.HTTPException) as exc:
+            raise ClusterError(
+                f"{method} http://{pod.ip}:{target_port}{path} (pod {name}) failed: {exc}"
+            ) from exc
+
+    # -- control server ----------------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        stop_after = False
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            req = json.loads(line)
+            try:
+                op = req.get("op")
+                result = await self._dispatch(op, req)
+                reply: dict[str, Any] = {"ok": True, "result": result}
+                stop_after = op == "down"
+            except Exception as exc:
+                reply = control.error_reply(exc)
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (OSError, ValueError) as exc:
+            log.warning("control connection failed: %s", exc)
+        finally:
+            writer.close()
+            self._handlers.discard(task)
+            if stop_after:
+                self._stopping.set()
+
+    async def _dispatch(self, op: str, req: dict[str, Any]) -> Any:
+        if op == "wait_ready":
+            await self._ready.wait()
+            if self._failure is not None:
+                raise ClusterError(self._failure)
+            return self.status().to_json()
+        if op == "status":
+            return self.status().to_json()
+        if op == "detach":
+            self._detach()
+            return None
+        if op == "down":
+            return None
+        if op == "exec_info":
+            return self._exec_info(req["pod"])
+        await self._ready.wait()
+        if self._failure is not None:
+            raise ClusterError(f"the cluster failed to start: {self._failure}")
+        if op == "scale":
+            return (await self.scale(int(req["targets"]))).to_json()
+        if op == "kill":
+            await self.kill(req["pod"])
+            return None
+        if op == "set_ready":
+            await self.set_ready(req["pod"], bool(req["ready"]))
+            return None
+        if op == "pod_http":
+            body = base64.b64decode(req["body"]) if req.get("body") is not None else None
+            status, data = await self.pod_http(
+                req["pod"], req["path"], method=req.get("method", "GET"), body=body, port=req.get("port")
+            )
+            return {"status": status, "body": base64.b64encode(data).decode()}
+        raise InvalidInput(f"unknown control operation {op!r}")
+
+    def _exec_info(self, name: str) -> dict[str, Any]:
+        """Where ``cluster exec`` must go for a pod (or a node: ``exec node-0 -- nft list ruleset``)."""
+        if name in self.node_names:
+            return {"netns": network.netns_path(name), "cgroup": None, "env": {"NODE_NAME": name}}
+        pod = self._pod(name)
+        cgroup = str(self.cgroup / pod.name) if self.cgroup is not None else None
+        return {"netns": pod.netns, "cgroup": cgroup, "env": self.pod_env(pod)}
+
+
+def _ms_since(started: float) -> float:
+    return (time.monotonic() - started) * 1000
+
+
+def _in(netns: str, argv: Sequence[str]) -> list[str]:
+    return ["nsenter", f"--net={network.netns_path(netns)}", "--", *argv]
+
+
+def _joiner(cgroup_procs: str) -> Callable[[], None]:
+    def join() -> None:
+        with open(cgroup_procs, "w") as f:
+            f.write("0")
+
+    return join
+
+
+def _processes_in_netns(netns: str) -> set[int]:
+    try:
+        target = os.stat(netns)
+    except FileNotFoundError:
+        return set()
+    found: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and entry.name != "1":
+            try:
+                ns = os.stat(f"/proc/{entry.name}/ns/net")
+            except OSError:
+                continue
+            if (ns.st_dev, ns.st_ino) == (target.st_dev, target.st_ino):
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _http(ip: str, port: int, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(ip, port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="balancebench.clusters.netns.supervisor")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--spec", required=True, help="the ClusterSpec as JSON")
+    parser.add_argument("--socket-fd", type=int, required=True)
+    parser.add_argument("--lifeline-fd", type=int, default=-1)
+    parser.add_argument("--echo-command", required=True, help="JSON list: the echo server's argv")
+    args = parser.parse_args(argv)
+    if os.getpid() != 1:
+        # It mounts over /run and rewires the network: only ever inside its own sandbox.
+        parser.error("must run as PID 1 of its sandbox (the keeper starts it under unshare)")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s supervisor %(message)s", stream=sys.stderr, force=True
+    )
+    spec = control.spec_from_json(json.loads(args.spec))
+    supervisor = Supervisor(
+        spec,
+        listener=socket.socket(fileno=args.socket_fd),
+        lifeline=args.lifeline_fd if args.lifeline_fd >= 0 else None,
+        echo_command=json.loads(args.echo_command),
+    )
+    return asyncio.run(supervisor.run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
