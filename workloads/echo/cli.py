@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn, TypeVar
@@ -73,6 +74,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--latency -5ms`` → ``--latency=-5ms``: argparse takes ``-5ms`` for a flag, hiding the error."""
+    attached: list[str] = []
+    skip = False
+    for token, following in zip(argv, [*argv[1:], None], strict=False):
+        if skip:
+            skip = False
+        elif token.startswith("--") and "=" not in token and following and re.match(r"^-[\d.]", following):
+            attached.append(f"{token}={following}")
+            skip = True
+        else:
+            attached.append(token)
+    return attached
+
+
 def _env_name(dest: str) -> str:
     return "ECHO_" + dest.upper()
 
@@ -84,7 +100,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     1.0
     """
     env = os.environ if env is None else env
-    given = vars(_parser().parse_args(argv))
+    given = vars(_parser().parse_args(_attach_negative_values(sys.argv[1:] if argv is None else argv)))
 
     def raw(dest: str) -> tuple[str | None, str]:
         """The value as text and where it came from, for the error message."""

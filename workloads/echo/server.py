@@ -61,13 +61,15 @@ class EchoServer:
         try:
             self.port = _bound_port(self._echo.sockets[0])
             if config.log_requests:  # aiohttp's own access log, logger "aiohttp.access"
-                runner = web.AppRunner(admin_app(state), handle_signals=False)
+                runner = web.AppRunner(admin_app(state), handle_signals=False, shutdown_timeout=1.0)
             else:
-                runner = web.AppRunner(admin_app(state), handle_signals=False, access_log=None)
+                runner = web.AppRunner(
+                    admin_app(state), handle_signals=False, shutdown_timeout=1.0, access_log=None
+                )
             await runner.setup()
             self._admin = runner
             admin_sock = socket.create_server((config.host, config.admin_port), reuse_port=False)
-            site = web.SockSite(runner, admin_sock, shutdown_timeout=1.0)
+            site = web.SockSite(runner, admin_sock)
             await site.start()
             self.admin_port = _bound_port(admin_sock)
         except BaseException:
@@ -110,14 +112,32 @@ class EchoServer:
             self._admin = None
 
     async def serve_until_signal(self) -> None:
-        """Start, announce on stdout, serve until SIGTERM or SIGINT, then drain and return."""
+        """Start, announce on stdout, serve until SIGTERM or SIGINT, then drain and return.
+
+        A second signal during the drain cuts it short; after the drain further signals are ignored, so a
+        launcher that signals twice still sees exit code 0.
+        """
         await self.start()
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        signalled = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, signalled.set)
         print(self.listening_line(), flush=True)
-        await stop.wait()
-        busy = len(self.state.connections)
-        print(f"echo: shutting down, draining {busy} connection(s)", file=sys.stderr, flush=True)
-        await self.stop()
+        await signalled.wait()
+        print(
+            f"echo: shutting down, draining {len(self.state.connections)} connection(s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._hurry)
+        try:
+            await self.stop()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)
+
+    def _hurry(self) -> None:
+        for connection in list(self.state.connections):
+            connection.abort()
