@@ -1,0 +1,133 @@
+"""What recording costs: requests/s of the policy-enforcing user with full recording vs a bare FastHttpUser.
+
+Both run as one Locust process in the same source pod against the same Service of the same cluster, in
+alternating rounds (so drift on a shared machine hits both alike); the table shows the median of each and
+the ratio. Goal: the recording policy user keeps at least 90 % of the bare FastHttpUser's throughput.
+
+    .venv/bin/python benchmarks/recording_overhead.py                 # netns cluster (root), nftables
+    .venv/bin/python benchmarks/recording_overhead.py --loopback      # one echo server on loopback
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from balancebench.loadrun import LOCUSTFILE
+
+BARE_LOCUSTFILE = '''
+from locust import FastHttpUser, task
+
+
+class BareFastHttpUser(FastHttpUser):
+    """Locust's own fast client: one kept-alive pool per user, nothing recorded beyond Locust's stats."""
+
+    @task
+    def get(self):
+        self.client.get("/")
+'''
+
+Exec = Callable[[list[str]], "subprocess.Popen[bytes]"]
+
+
+def run_variant(launch: Exec, host: str, variant: str, *, users: int, seconds: int, work: Path) -> float:
+    """Requests/s of one Locust run of ``variant``, from Locust's own request stats."""
+    stats = work / f"stats-{time.monotonic_ns()}"  # Locust appends ".json"
+    argv = [sys.executable, "-m", "locust", "--headless", "--only-summary", "--skip-log-setup", "-H", host]
+    argv += ["-u", str(users), "-r", str(users * 10), "-t", f"{seconds}s", "--json-file", str(stats)]
+    if variant == "bare FastHttpUser":
+        bare = work / "bare_locustfile.py"
+        bare.write_text(BARE_LOCUSTFILE)
+        argv += ["-f", str(bare)]
+    else:
+        argv += ["-f", str(LOCUSTFILE), "--policy", "keepalive", "--cell", "overhead"]
+        if variant == "policy user + records":
+            argv += ["--records-dir", str(work / "records")]
+    process = launch(argv)
+    try:
+        process.wait(timeout=seconds + 60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        raise SystemExit(f"recording_overhead: locust ({variant}) exited with {process.returncode}")
+    entries = json.loads(stats.with_name(stats.name + ".json").read_text())
+    total = sum(e["num_requests"] for e in entries)
+    start = min(e["start_time"] for e in entries)
+    last = max(e["last_request_timestamp"] for e in entries)
+    return total / (last - start)
+
+
+@contextmanager
+def loopback_target() -> Iterator[tuple[Exec, str, str]]:
+    from workloads.echo.process import EchoProcess
+
+    with EchoProcess(env={"POD_NAME": "echo-0", "NODE_NAME": "local"}) as echo:
+
+        def launch(argv: list[str]) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        yield launch, f"http://{echo.host}:{echo.port}", "loopback, 1 echo server"
+
+
+@contextmanager
+def netns_target(dataplane: str) -> Iterator[tuple[Exec, str, str]]:
+    from balancebench.clusters.base import ClusterSpec, get_provider
+
+    spec = ClusterSpec(name="bb-overhead", nodes=2, targets=6, sources=2, dataplane=dataplane)
+    with get_provider("netns").up(spec) as cluster:
+        status = cluster.status()
+        source = status.sources()[0].name
+
+        def launch(argv: list[str]) -> subprocess.Popen[bytes]:
+            return cluster.exec(source, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        host = f"http://{status.service.cluster_ip}:{status.service.port}"
+        yield launch, host, f"netns cluster, {dataplane}, 2 nodes, 6 echo pods"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loopback", action="store_true", help="one echo server on loopback, no cluster")
+    parser.add_argument("--dataplane", default="nftables", help="netns cluster dataplane (default nftables)")
+    parser.add_argument("--users", type=int, default=4, help="Locust users in the one process (default 4)")
+    parser.add_argument("--seconds", type=int, default=8, help="run time of each round (default 8)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per variant (default 3)")
+    args = parser.parse_args(argv)
+
+    variants = ["bare FastHttpUser", "policy user + records", "policy user, no records"]
+    rates: dict[str, list[float]] = {v: [] for v in variants}
+    target = loopback_target() if args.loopback else netns_target(args.dataplane)
+    with tempfile.TemporaryDirectory(prefix="bb-overhead-") as tmp, target as (launch, host, where):
+        work = Path(tmp)
+        for _ in range(args.rounds):
+            for variant in variants:
+                rates[variant].append(
+                    run_variant(launch, host, variant, users=args.users, seconds=args.seconds, work=work)
+                )
+        recorded = pq.read_table(work / "records").num_rows
+
+    base = statistics.median(rates[variants[0]])
+    print(f"recording overhead: {where}; {args.users} users, {args.rounds} x {args.seconds}s rounds each")
+    print(f"{'variant':<26} {'median req/s':>12} {'rounds':>30} {'vs bare':>8}")
+    for variant in variants:
+        median = statistics.median(rates[variant])
+        rounds = " ".join(f"{r:,.0f}" for r in rates[variant])
+        print(f"{variant:<26} {median:>12,.0f} {rounds:>30} {median / base:>8.1%}")
+    print(f"records written: {recorded:,} rows; goal: policy user + records >= 90% of bare FastHttpUser")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
