@@ -11,7 +11,7 @@ PYTHON=${PYTHON:-python3}
 # command -> package, checked one by one so a ready machine never calls apt.
 declare -A needs=(
   [ip]=iproute2 [nft]=nftables [iptables]=iptables [conntrack]=conntrack [ipvsadm]=ipvsadm
-  [nsenter]=util-linux [clang]=clang [llc]=llvm [bpftool]=bpftool [chromium]=chromium
+  [nsenter]=util-linux [clang]=clang [llc]=llvm [bpftool]=bpftool [chromium]=chromium [wrk]=wrk
 )
 missing=()
 for cmd in "${!needs[@]}"; do
