@@ -35,33 +35,32 @@ log = logging.getLogger("balancebench")
 RECORD_KEY = "balancebench.record"
 """Key of the :class:`Record` in a request event's ``context``; the writer listens for it."""
 
-FLUSH_INTERVAL = 1.0
-"""Seconds between record flushes, so an interrupted run keeps what it measured."""
+FLUSH_INTERVAL = "1s"
+"""Default time between record flushes, so an interrupted run keeps what it measured."""
 
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
-    group = parser.add_argument_group("balancebench", "Connection-pool policy and load model")
-    group.add_argument(
-        "--policy", default="keepalive", help="pool policy: a preset or compact form, e.g. okhttp-1s"
+    # On the parser itself, not a group: only those arguments show in Locust's web UI.
+    add = parser.add_argument
+    add("--policy", default="keepalive", help="pool policy: a preset or compact form, e.g. okhttp-1s")
+    add("--driver", default="policy", choices=DRIVERS, help="policy model or a real library's pool")
+    add("--cell", default="", help="scenario cell id written into every record")
+    add("--records-dir", default="", help="directory for Parquet records (empty: do not record)")
+    add("--path", default="/", help="request path")
+    add("--think-time", default="0", help="closed loop: wait after each request, e.g. 300ms")
+    add("--burst", type=int, default=0, help="paced on/off: requests per burst (0: no pacing)")
+    add("--pause", default="0", help="paced on/off: idle gap after each burst, e.g. 2s")
+    add("--rate", default="", help="open loop: requests per second over all users and workers")
+    add("--warmup", default="0", help="requests in the first DURATION are flagged warm-up")
+    add("--stop-after-requests", type=int, default=0, help="per process: stop after N requests")
+    add("--stop-after", default="", help="per process: stop sending after DURATION")
+    add(
+        "--flush-interval",
+        default=FLUSH_INTERVAL,
+        help="write buffered records this often",
+        include_in_web_ui=False,
     )
-    group.add_argument(
-        "--driver", default="policy", choices=DRIVERS, help="policy model or a real library's pool"
-    )
-    group.add_argument("--cell", default="", help="scenario cell id written into every record")
-    group.add_argument(
-        "--records-dir", default="", help="directory for Parquet records (empty: do not record)"
-    )
-    group.add_argument("--path", default="/", help="request path")
-    group.add_argument("--think-time", default="0", help="closed loop: wait after each request, e.g. 300ms")
-    group.add_argument("--burst", type=int, default=0, help="paced on/off: requests per burst (0: no pacing)")
-    group.add_argument("--pause", default="0", help="paced on/off: idle gap after each burst, e.g. 2s")
-    group.add_argument("--rate", default="", help="open loop: requests per second over all users and workers")
-    group.add_argument("--warmup", default="0", help="requests in the first DURATION are flagged warm-up")
-    group.add_argument(
-        "--stop-after-requests", type=int, default=0, help="per process: stop after N requests"
-    )
-    group.add_argument("--stop-after", default="", help="per process: stop sending after DURATION")
 
 
 def options_from(parsed: Any) -> tuple[PoolPolicy, LoadModel]:
@@ -72,12 +71,22 @@ def options_from(parsed: Any) -> tuple[PoolPolicy, LoadModel]:
         think_time=parse_duration(parsed.think_time, what="--think-time", allow_zero=True),
         burst=parsed.burst,
         pause=parse_duration(parsed.pause, what="--pause", allow_zero=True),
-        rate=float(parsed.rate) if parsed.rate not in ("", None) else None,
+        rate=_rate(parsed.rate),
         warmup=parse_duration(parsed.warmup, what="--warmup", allow_zero=True),
         stop_after_requests=parsed.stop_after_requests or None,
         stop_after=parse_duration(parsed.stop_after, what="--stop-after") if parsed.stop_after else None,
     )
+    parse_duration(parsed.flush_interval, what="--flush-interval")
     return policy, model
+
+
+def _rate(text: str | None) -> float | None:
+    if text in ("", None):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise PolicyError(f"--rate must be a number of requests per second, e.g. 500, got {text!r}") from None
 
 
 @events.init.add_listener
@@ -161,12 +170,13 @@ def _start(environment: Environment, **_: Any) -> None:
         budget=Budget(model, start=start),
         schedule=schedule,
     )
-    _process.flusher = gevent.spawn(_flush_periodically, _process)
+    interval = parse_duration(parsed.flush_interval, what="--flush-interval")
+    _process.flusher = gevent.spawn(_flush_periodically, _process, interval)
 
 
-def _flush_periodically(process: _Process) -> None:
+def _flush_periodically(process: _Process, interval: float) -> None:
     while True:
-        gevent.sleep(FLUSH_INTERVAL)
+        gevent.sleep(interval)
         process.flush()
 
 

@@ -7,14 +7,17 @@ the echo server stamped on its responses, and the server's own connection counte
 from __future__ import annotations
 
 import itertools
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from balancebench.loadrun import LOCUSTFILE
-from tests.loadtests.conftest import run_locust
+from tests.loadtests.conftest import echo_metrics, run_locust
 from workloads.echo.process import EchoProcess
 
 
@@ -115,6 +118,7 @@ def test_library_drivers_use_their_own_pools(
         (["--think-time=-1s"], "--think-time must be zero or a positive duration"),
         (["--driver", "requests", "--policy", "max-age=30s"], "driver requests cannot enforce max-age"),
         (["--rate", "100", "--think-time", "1s"], "rate (open loop) excludes think time"),
+        (["--rate", "lots"], "--rate must be a number of requests per second"),
     ],
 )
 def test_bad_options_fail_with_one_line_and_exit_2(args: list[str], says: str) -> None:
@@ -125,3 +129,29 @@ def test_bad_options_fail_with_one_line_and_exit_2(args: list[str], says: str) -
     ours = [line for line in done.stderr.splitlines() if line.startswith("balancebench:")]
     assert len(ours) == 1 and says in ours[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_sigterm_keeps_what_was_measured(echo: EchoProcess, tmp_path: Path) -> None:
+    # The periodic flush is pushed out of reach: only the flush on shutdown can save these rows.
+    argv = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+        "-u", "2", "-r", "200", "-t", "60s", "-H", f"http://{echo.host}:{echo.port}", "--policy", "keepalive",
+        "--cell", "test", "--records-dir", str(tmp_path), "--flush-interval", "60s", "--think-time", "5ms",
+    ]  # fmt: skip
+    before = echo_metrics(echo)["echo_requests_total"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while echo_metrics(echo)["echo_requests_total"] - before < 50:
+            assert time.monotonic() < deadline and process.poll() is None, "no load arrived"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    served = int(echo_metrics(echo)["echo_requests_total"] - before)
+    rows = pq.read_table(tmp_path).num_rows
+    # Users are stopped at once on SIGTERM: at most one request per user may be cut off in flight.
+    assert served - 2 <= rows <= served
