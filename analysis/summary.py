@@ -66,6 +66,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,9 +150,9 @@ def cell_labels(cells: Sequence[CellMetrics]) -> dict[str, str]:
         if len(repetitions) > 1:
             label += f" #{meta.repetition}"
         labels[meta.cell] = label
-    if len(set(labels.values())) < len(labels):
-        return {m.cell: m.cell for m in cells}
-    return labels
+    # Cells that differ in something else (load, an override) would read the same: name those by cell id.
+    counts = Counter(labels.values())
+    return {cell: label if counts[label] == 1 else cell for cell, label in labels.items()}
 
 
 def cell_sentence(metrics: CellMetrics, label: str) -> str:
