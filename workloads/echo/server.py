@@ -68,7 +68,8 @@ class EchoServer:
                 )
             await runner.setup()
             self._admin = runner
-            admin_sock = socket.create_server((config.host, config.admin_port), reuse_port=False)
+            family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+            admin_sock = socket.create_server((config.host, config.admin_port), family=family)
             site = web.SockSite(runner, admin_sock)
             await site.start()
             self.admin_port = _bound_port(admin_sock)

@@ -105,3 +105,34 @@ def test_a_busy_port_is_one_line_exit_1_and_no_listener_left(echo: EchoProcess) 
         clash.start()
     lines = clash.stderr_text().strip().splitlines()
     assert len(lines) == 1 and "cannot listen" in lines[0] and "in use" in lines[0]
+
+
+@pytest.mark.parametrize("log_requests", [False, True])
+def test_requests_are_logged_only_when_asked(start_echo, log_requests: bool) -> None:
+    echo = start_echo(*(["--log-requests"] if log_requests else []))
+    connection = client(echo)
+    get(connection, "/first")
+    get(connection, "/second")
+    echo.stop()
+
+    lines = [line for line in echo.stderr_text().splitlines() if "conn=" in line]
+    if log_requests:
+        assert len(lines) == 2
+        assert "GET /first 200 conn=1 request=1" in lines[0]
+        assert "GET /second 200 conn=1 request=2" in lines[1]
+    else:
+        assert lines == []
+
+
+def test_ipv6_loopback() -> None:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    with EchoProcess(host="::1", env={"POD_IP": ""}) as echo:
+        sock = socket.create_connection(("::1", echo.port), timeout=10)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        [(status, headers, _)] = split_responses(read_until_closed(sock))
+    assert status == 200
+    assert headers["X-Client-Addr"].startswith("[::1]:")
+    assert headers["X-Pod-IP"] == "::1"
