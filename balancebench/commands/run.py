@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console, Group
@@ -32,6 +31,7 @@ def run(
 ) -> None:
     """Run every cell of a scenario (one cluster per dataplane) and write summary.json/.md and report.html."""
     from analysis.report import write_report
+    from analysis.summary import render_text
     from balancebench.runner import default_run_dir, point_latest, prepare_run_dir, run_scenario
     from balancebench.scenario import load_scenario
 
@@ -52,20 +52,8 @@ def run(
     written = write_report(run_dir)
     if out is None:
         point_latest(run_dir)
-    print_summary(Console(), written.summary)
+    typer.echo(render_text(written.summary), nl=False)
     console.print(f"report: {written.report_html}")
-
-
-def print_summary(console: Console, summary: Mapping[str, Any]) -> None:
-    """The sentences people read first, then the cells ranked by balance."""
-    from analysis.summary import RANKING_COLUMNS, ranking_rows
-
-    for entry in summary["cells"]:
-        console.print(f"• {entry['sentence']}", highlight=False)
-    table = Table(*RANKING_COLUMNS, title="cells ranked by balance (Jain's index)", title_justify="left")
-    for row in ranking_rows(summary):
-        table.add_row(*row)
-    console.print(table)
 
 
 class _Progress:

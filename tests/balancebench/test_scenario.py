@@ -48,7 +48,7 @@ def test_seed_expands_to_the_seed_matrix() -> None:
     assert ids[:2] == ["nftables/okhttp", "nftables/okhttp-1s"]
     assert "nftables/per-request" in ids
     gaps = next(c for c in scenario.cells() if c.id == "nftables/okhttp-1s-idle-gaps")
-    assert gaps.policy == "okhttp-1s"
+    assert gaps.policy == "okhttp-1s,scope=user"
     assert gaps.load.think_time == pytest.approx(1.5)
     assert gaps.load.users_per_source == 20
     assert gaps.load.duration == scenario.load.duration
