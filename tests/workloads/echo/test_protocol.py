@@ -131,7 +131,7 @@ def test_the_server_really_closes_after_the_crossing_response(start_echo) -> Non
 
 @pytest.mark.parametrize(
     ("jitter", "least_ms", "most_ms"),
-    [("0", 1000, 1400), ("0.3", 700, 1700)],
+    [("0", 1000, 1600), ("0.3", 700, 1900)],
 )
 def test_max_connection_age_closes_on_the_first_response_past_the_age(
     start_echo, jitter: str, least_ms: int, most_ms: int
@@ -145,37 +145,34 @@ def test_max_connection_age_closes_on_the_first_response_past_the_age(
         time.sleep(0.02)
 
     connections = sorted({reply.conn_id for reply in replies})
-    last_ages = [
-        int(reply.headers["X-Conn-Age-Ms"]) for reply in replies if reply.closes
-    ]  # age of each connection when it was told to close
+    crossing = [i for i, reply in enumerate(replies) if reply.closes]
     assert abs(len(connections) - 4) <= 1
-    assert len(last_ages) == len(connections) - 1 or len(last_ages) == len(connections)
-    assert all(least_ms <= age <= most_ms for age in last_ages), last_ages
+    assert len(crossing) in (len(connections) - 1, len(connections))
+    for i in crossing:  # the first response at or past the (jittered) age closes, the one before did not
+        assert least_ms <= int(replies[i].headers["X-Conn-Age-Ms"]) <= most_ms
+        if i + 1 < len(replies):
+            assert replies[i + 1].conn_request == 1  # the next request went out on a new connection
     if jitter == "0":
-        assert len(connections) == 4
-        # the response before each crossing one was still under the age
-        before = [replies[i - 1] for i, reply in enumerate(replies) if reply.closes]
-        assert all(int(reply.headers["X-Conn-Age-Ms"]) < 1000 for reply in before)
+        assert all(int(replies[i - 1].headers["X-Conn-Age-Ms"]) < 1000 for i in crossing)
 
 
 def test_idle_timeout_closes_an_idle_kept_alive_connection_but_not_a_busy_one(start_echo) -> None:
-    echo = start_echo("--idle-timeout", "300ms")
-    busy = client(echo)
+    echo = start_echo("--idle-timeout", "500ms")
     idle = raw_socket(echo)
-    idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    idle.settimeout(5)
-
+    answers = []
+    for _ in range(2):  # 200 ms apart: under the timeout, so the second finds the connection open
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers += split_responses(idle.recv(65536))
+        time.sleep(0.2)
+    busy = client(echo)
     busy_ids = set()
-    started = time.monotonic()
-    for _ in range(10):  # 1 s of requests 100 ms apart: never idle for 300 ms
+    for _ in range(12):  # 1.2 s of requests 100 ms apart: never idle for 500 ms
         busy_ids.add(get(busy).conn_id)
         time.sleep(0.1)
-    closed_after = time.monotonic() - started
-    data = read_until_closed(idle)  # the idle one has been closed by the server meanwhile
 
+    assert [headers["X-Conn-Request"] for _, headers, _ in answers] == ["1", "2"]
+    assert read_until_closed(idle) == b""  # idle for over 1 s by now: closed by the server
     assert len(busy_ids) == 1
-    assert [status for status, _, _ in split_responses(data)] == [200]
-    assert closed_after >= 0.3
 
 
 def test_without_idle_timeout_a_kept_alive_connection_stays_open(echo: EchoProcess) -> None:
