@@ -20,7 +20,13 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from balancebench.clusters.netns.runtime import cluster_cgroup, log_path, remove_cgroup_tree, socket_path
+from balancebench.clusters.netns.runtime import (
+    cluster_cgroup,
+    lock_path,
+    log_path,
+    remove_cgroup_tree,
+    socket_path,
+)
 
 PR_SET_PDEATHSIG = 1
 
@@ -64,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             errors.append(f"could not remove {cgroup}: {exc}")
     with contextlib.suppress(FileNotFoundError):
         socket_path(args.name).unlink()
+    # Still holding the lock: a concurrent `up` of the same name checks the inode it locked is the path's.
+    with contextlib.suppress(FileNotFoundError):
+        lock_path(args.name).unlink()
     for error in errors:
         print(f"keeper: {error}", file=sys.stderr)
     if status == 0 and not errors:

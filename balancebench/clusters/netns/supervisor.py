@@ -142,7 +142,10 @@ class Supervisor:
                 log.info("cluster %s ready in %.2fs", self.spec.name, time.monotonic() - started)
             except Exception as exc:
                 self._failure = str(exc) if isinstance(exc, ClusterError | InvalidInput) else repr(exc)
-                log.error("start-up failed: %s", self._failure)
+                if self._stopping.is_set():
+                    log.info("start-up interrupted by its owner")
+                else:
+                    log.error("start-up failed: %s", self._failure)
             self._ready.set()
             if self._failure is not None:
                 await asyncio.sleep(0.1)  # accept the owner's pending wait_ready, so it hears why
@@ -156,7 +159,7 @@ class Supervisor:
                 prober.cancel()
             server.close()
             self._teardown()
-        return 0 if self._failure is None else 1
+        return 0 if self._failure is None or self._stopping.is_set() else 1
 
     def _on_lifeline(self) -> None:
         assert self.lifeline is not None

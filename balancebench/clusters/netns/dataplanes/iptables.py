@@ -56,22 +56,27 @@ def check() -> None:
     require_tools("iptables", "iptables-restore", "nsenter")
 
 
-def _hash(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+def chain_hash(*parts: str) -> str:
+    """kube-proxy's chain-name hash: base32 of the sha256 of the concatenated parts, 16 characters.
+
+    >>> chain_hash("ns1/svc1:p80", "tcp")  # kube-proxy's own test names this KUBE-SVC-XPGD46QRK7WJZT7O
+    'XPGD46QRK7WJZT7O'
+    """
+    return base64.b32encode(hashlib.sha256("".join(parts).encode()).digest()).decode()[:16]
 
 
-def service_chain() -> str:
-    """``KUBE-SVC-`` + kube-proxy's portProtoHash of "default/echo:http" and "tcp"."""
-    return f"KUBE-SVC-{_hash(SERVICE_PORT + PROTOCOL)}"
+def service_chain(service_port: str = SERVICE_PORT) -> str:
+    """``KUBE-SVC-`` + the hash of the service port name ("default/echo:http") and protocol."""
+    return f"KUBE-SVC-{chain_hash(service_port, PROTOCOL)}"
 
 
-def external_chain() -> str:
-    return f"KUBE-EXT-{_hash(SERVICE_PORT + PROTOCOL)}"
+def external_chain(service_port: str = SERVICE_PORT) -> str:
+    return f"KUBE-EXT-{chain_hash(service_port, PROTOCOL)}"
 
 
-def endpoint_chain(endpoint: Endpoint) -> str:
-    """``KUBE-SEP-`` + the hash of the service port, protocol and ``ip:port``."""
-    return f"KUBE-SEP-{_hash(SERVICE_PORT + PROTOCOL + f'{endpoint.ip}:{endpoint.port}')}"
+def endpoint_chain(endpoint: Endpoint, service_port: str = SERVICE_PORT) -> str:
+    """``KUBE-SEP-`` + the hash of the service port name, protocol and ``ip:port``."""
+    return f"KUBE-SEP-{chain_hash(service_port, PROTOCOL, f'{endpoint.ip}:{endpoint.port}')}"
 
 
 def probability(remaining: int) -> str:
@@ -120,10 +125,9 @@ def restore_input(context: DataplaneContext, *, endpoints: Sequence[Endpoint], s
             pick = (
                 f"-m statistic --mode random --probability {probability(remaining)} " if remaining > 1 else ""
             )
-            nat.append(
-                f'-A {svc} -m comment --comment "{SERVICE_PORT} -> {ep.ip}:{ep.port}" '
-                f"{pick}-j {endpoint_chain(ep)}"
-            )
+            # kube-proxy names the endpoint in the comment only when there is a choice to make.
+            comment = f'"{SERVICE_PORT} -> {ep.ip}:{ep.port}"' if len(endpoints) > 1 else SERVICE_PORT
+            nat.append(f"-A {svc} -m comment --comment {comment} {pick}-j {endpoint_chain(ep)}")
         for ep in endpoints:
             sep = endpoint_chain(ep)
             nat += [

@@ -75,29 +75,30 @@ def check() -> None:
     require_tools("nftables", "nft", "nsenter")
 
 
-def _hash(name: str) -> str:
-    return base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8]
+def hash_and_truncate(name: str) -> str:
+    """kube-proxy's hashAndTruncate: ``name`` prefixed with 8 characters of base32(sha256(name)).
+
+    >>> hash_and_truncate("ns1/svc1/tcp/p80")  # as in kube-proxy's own tests
+    'ULMVA6XW-ns1/svc1/tcp/p80'
+    """
+    return base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8] + "-" + name
 
 
-def _chain_base() -> str:
-    return f"{SERVICE_NAMESPACE}/{SERVICE_NAME}/tcp/{SERVICE_PORT_NAME}"
+SERVICE_PORT_BASE = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}/tcp/{SERVICE_PORT_NAME}"
 
 
-def service_chain() -> str:
+def service_chain(base: str = SERVICE_PORT_BASE) -> str:
     """``service-<HASH>-default/echo/tcp/http``, as kube-proxy's servicePortChainNameBase names it."""
-    base = _chain_base()
-    return f"service-{_hash(base)}-{base}"
+    return f"service-{hash_and_truncate(base)}"
 
 
-def external_chain() -> str:
-    base = _chain_base()
-    return f"external-{_hash(base)}-{base}"
+def external_chain(base: str = SERVICE_PORT_BASE) -> str:
+    return f"external-{hash_and_truncate(base)}"
 
 
-def endpoint_chain(endpoint: Endpoint) -> str:
+def endpoint_chain(endpoint: Endpoint, base: str = SERVICE_PORT_BASE) -> str:
     """``endpoint-<HASH>-default/echo/tcp/http__<ip>/<port>``."""
-    base = f"{_chain_base()}__{endpoint.ip}/{endpoint.port}"
-    return f"endpoint-{_hash(base)}-{base}"
+    return f"endpoint-{hash_and_truncate(f'{base}__{endpoint.ip}/{endpoint.port}')}"
 
 
 def ruleset(

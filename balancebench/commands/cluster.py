@@ -1,0 +1,162 @@
+"""`balancebench cluster …`: bring an embedded cluster up, look at it, run programs in it, take it down.
+
+$ balancebench cluster up --name dev --nodes 2 --targets 6 --sources 2 --dataplane nftables
+$ balancebench cluster exec dev source-0 -- curl -s http://10.96.0.10/
+$ balancebench cluster exec dev node-0 -- nft list ruleset
+$ balancebench cluster down dev
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Annotated
+
+import typer
+
+from balancebench.clusters.base import DATAPLANES, ClusterSpec, ClusterStatus, get_provider
+
+app = typer.Typer(
+    help="Embedded clusters (network namespaces, no Docker): up, status, exec, scale, kill, down, list.",
+    no_args_is_help=True,
+)
+
+NameArg = Annotated[
+    str, typer.Argument(metavar="NAME", help="Cluster name, as given to 'cluster up --name'.")
+]
+
+
+@app.command()
+def up(
+    name: Annotated[str, typer.Option(help="Cluster name: lowercase letters, digits and '-'.")] = "dev",
+    nodes: Annotated[int, typer.Option(help="Nodes (network namespaces on a shared node network).")] = 2,
+    targets: Annotated[int, typer.Option(help="Echo pods behind the Service, spread over the nodes.")] = 6,
+    sources: Annotated[int, typer.Option(help="Source pods to run clients in, spread over the nodes.")] = 2,
+    dataplane: Annotated[
+        str, typer.Option(help=f"Service load balancing: {', '.join(DATAPLANES)}.")
+    ] = "nftables",
+    echo_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra flag for every echo pod, repeatable (e.g. --echo-arg=--latency=5ms)."),
+    ] = None,
+) -> None:
+    """Create a cluster that outlives this command; it is ready when every echo pod answers."""
+    spec = ClusterSpec(
+        name=name,
+        nodes=nodes,
+        targets=targets,
+        sources=sources,
+        dataplane=dataplane,
+        echo_args=tuple(echo_arg or ()),
+    )
+    started = time.monotonic()
+    cluster = get_provider("netns").up(spec, detach=True)
+    status = cluster.status()
+    service = status.service
+    typer.echo(
+        f"cluster {name} is up in {time.monotonic() - started:.1f}s: {len(status.nodes)} nodes, "
+        f"{len(status.targets())} echo pods, {len(status.sources())} source pods, "
+        f"dataplane {status.dataplane}"
+    )
+    typer.echo(f"service echo: http://{service.cluster_ip}:{service.port}/ (NodePort {service.node_port})")
+    source = status.sources()[0].name
+    typer.echo(f"try: balancebench cluster exec {name} {source} -- curl -s http://{service.cluster_ip}/")
+
+
+@app.command()
+def status(
+    name: NameArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as one JSON object.")] = False,
+) -> None:
+    """Pods with their node, IP and readiness; the Service address; the dataplane."""
+    current = get_provider("netns").get(name).status()
+    if as_json:
+        typer.echo(json.dumps(current.to_json(), indent=2))
+    else:
+        _print_status(current)
+
+
+def _print_status(status: ClusterStatus) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    service = status.service
+    table = Table(
+        title=f"cluster {status.name} ({status.provider}, dataplane {status.dataplane})",
+        caption=f"service echo {service.cluster_ip}:{service.port} → :{service.target_port}, "
+        f"NodePort {service.node_port}",
+    )
+    for column in ("pod", "role", "node", "ip", "ready"):
+        table.add_column(column)
+    for pod in status.pods:
+        table.add_row(pod.name, pod.role, pod.node, pod.ip, "yes" if pod.ready else "no")
+    Console().print(table)
+
+
+@app.command(
+    "exec",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def exec_(
+    name: NameArg,
+    pod: Annotated[str, typer.Argument(metavar="POD", help="A pod (source-0, echo-3) or a node (node-0).")],
+    command: Annotated[
+        list[str] | None, typer.Argument(metavar="-- COMMAND...", help="The program and its arguments.")
+    ] = None,
+) -> None:
+    """Run a program inside a pod's network; its stdin, stdout and exit code are passed straight through."""
+    from balancebench.clusters.netns import NetnsProvider
+
+    # Passing the terminal through means replacing this process, which needs the provider's own command.
+    argv, env = NetnsProvider().get(name).exec_command(pod, command or [])
+    os.execvpe(argv[0], argv, env)
+
+
+@app.command()
+def scale(
+    name: NameArg,
+    targets: Annotated[int, typer.Option(help="Echo pods wanted; new pods only get new connections.")],
+) -> None:
+    """Set the number of echo pods (new ones are placed on the node with the fewest)."""
+    current = get_provider("netns").get(name).scale(targets)
+    pods = ", ".join(p.name for p in current.targets(ready_only=False))
+    typer.echo(f"cluster {name} has {len(current.targets(ready_only=False))} echo pods: {pods}")
+
+
+@app.command()
+def kill(
+    name: NameArg,
+    pod: Annotated[str, typer.Argument(metavar="POD", help="The pod to kill.")],
+) -> None:
+    """Remove a pod from the endpoints and kill it; its established connections break."""
+    get_provider("netns").get(name).kill(pod)
+    typer.echo(f"pod {pod} of cluster {name} killed")
+
+
+@app.command("set-ready")
+def set_ready(
+    name: NameArg,
+    pod: Annotated[str, typer.Argument(metavar="POD", help="An echo pod.")],
+    ready: Annotated[
+        bool,
+        typer.Option("--ready/--not-ready", help="Readiness to report; unready pods leave the endpoints."),
+    ] = True,
+) -> None:
+    """Flip an echo pod's readiness: an unready pod keeps running but gets no new connections."""
+    get_provider("netns").get(name).set_ready(pod, ready)
+    typer.echo(f"pod {pod} of cluster {name} is {'ready' if ready else 'not ready'}")
+
+
+@app.command()
+def down(name: NameArg) -> None:
+    """Remove the cluster and everything it made; doing it twice is fine."""
+    removed = get_provider("netns").delete(name)
+    typer.echo(f"cluster {name} removed" if removed else f"no cluster named {name}: nothing to remove")
+
+
+@app.command("list")
+def list_() -> None:
+    """Names of the running clusters, one per line."""
+    for name in get_provider("netns").list():
+        typer.echo(name)

@@ -1,0 +1,72 @@
+"""A tiny HTTP client run inside a source pod by the cluster tests; stdlib only, bounded in count and time.
+
+Reads commands on stdin, one per line, and answers each with one line per request then ``done``:
+
+    new N    N requests, each on a new TCP connection
+    keep N   N requests on this client's one kept-alive connection (opened on first use)
+
+A request line is ``<X-Pod-Name> <X-Conn-Id>``, or ``error <ExceptionName>`` (the kept-alive connection is
+then dropped, so the next ``keep`` opens a new one). The client exits on EOF, and after 120 s whatever
+happens (SIGALRM), so a broken test can never leave it running.
+
+    $ python client.py http://10.96.0.10:80/
+"""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import sys
+from urllib.parse import urlsplit
+
+TIMEOUT_S = 5.0
+LIFETIME_S = 120
+MAX_REQUESTS = 5000
+
+
+def _request(conn: http.client.HTTPConnection, path: str) -> str:
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    return f"{response.getheader('X-Pod-Name')} {response.getheader('X-Conn-Id')}"
+
+
+def main() -> int:
+    signal.alarm(LIFETIME_S)
+    url = urlsplit(sys.argv[1])
+    host, port, path = url.hostname or "", url.port or 80, url.path or "/"
+    kept: http.client.HTTPConnection | None = None
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        command, count = words[0], min(int(words[1]), MAX_REQUESTS)
+        out = []
+        for _ in range(count):
+            if command == "new":
+                conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+                try:
+                    out.append(_request(conn, path))
+                except (OSError, http.client.HTTPException) as exc:
+                    out.append(f"error {type(exc).__name__}")
+                finally:
+                    conn.close()
+            elif command == "keep":
+                if kept is None:
+                    kept = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)
+                try:
+                    out.append(_request(kept, path))
+                except (OSError, http.client.HTTPException) as exc:
+                    out.append(f"error {type(exc).__name__}")
+                    kept.close()
+                    kept = None
+            else:
+                out.append(f"error unknown command {command!r}")
+                break
+        sys.stdout.write("".join(f"{answer}\n" for answer in out) + "done\n")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The netns cluster on the real kernel, once per dataplane: balance, pinning, endpoint sync, rule shape.
+
+One cluster (2 nodes, 6 echo pods, 2 source pods) per dataplane serves every test of this module; the
+tests run in definition order and the last one changes the endpoints. Clients run inside source pods
+(tests/clusters/client.py), so every connection crosses the same kernel path a pod's would.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from scipy.stats import chisquare
+
+from balancebench.clusters.base import ClusterSpec
+from balancebench.clusters.netns import NetnsCluster, NetnsProvider
+from balancebench.clusters.netns.dataplanes import iptables, nftables
+from tests.clusters.conftest import PodClient, require, unique_name
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+DATAPLANES = ["nftables", "iptables", "ipvs", "ebpf"]
+NEW_CONNECTIONS = 600
+KEPT_ALIVE = 200
+P_VALUE = 0.001
+
+
+@pytest.fixture(scope="module", params=DATAPLANES)
+def cluster(request: pytest.FixtureRequest) -> Iterator[NetnsCluster]:
+    require(request.param)
+    spec = ClusterSpec(name=unique_name(request.param), nodes=2, targets=6, sources=2, dataplane=request.param)
+    with NetnsProvider().up(spec) as running:
+        yield running
+
+
+def test_status_lists_pods_spread_over_nodes(cluster: NetnsCluster) -> None:
+    status = cluster.status()
+    targets, sources = status.targets(), status.sources()
+    assert [p.name for p in targets] == [f"echo-{i}" for i in range(6)]
+    assert [p.name for p in sources] == ["source-0", "source-1"]
+    assert sorted(p.node for p in targets) == ["node-0"] * 3 + ["node-1"] * 3
+    assert {p.node for p in sources} == {"node-0", "node-1"}
+    assert len({p.ip for p in status.pods}) == len(status.pods)
+    assert status.to_json()["service"] == {
+        "cluster_ip": "10.96.0.10",
+        "port": 80,
+        "node_port": 30080,
+        "target_port": 8080,
+    }
+
+
+def test_new_connections_reach_every_pod_uniformly(cluster: NetnsCluster) -> None:
+    client = PodClient(cluster, "source-0")
+    try:
+        counts = client.pods("new", NEW_CONNECTIONS)
+    finally:
+        client.close()
+    targets = [p.name for p in cluster.status().targets()]
+    assert set(counts) == set(targets), counts
+    result = chisquare([counts[name] for name in targets])
+    assert result.pvalue > P_VALUE, f"{dict(counts)} is not uniform (p = {result.pvalue:.2g})"
+
+
+def test_kept_alive_connection_stays_on_one_pod(cluster: NetnsCluster) -> None:
+    client = PodClient(cluster, "source-1")
+    try:
+        answers = client.run("keep", KEPT_ALIVE)
+    finally:
+        client.close()
+    assert len(answers) == KEPT_ALIVE
+    assert len(set(answers)) == 1, f"one connection reached {set(answers)}"
+    assert not answers[0].startswith("error")
+
+
+def _node_rules(cluster: NetnsCluster, node: str, argv: list[str]) -> str:
+    process = cluster.exec(node, argv, stdout=-1, stderr=-1)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+@pytest.mark.parametrize("node", ["node-0", "node-1"])
+def test_rules_have_kube_proxys_shape(cluster: NetnsCluster, node: str) -> None:
+    status = cluster.status()
+    dataplane = status.dataplane
+    ips = sorted(p.ip for p in status.targets())
+    if dataplane == "nftables":
+        rules = _node_rules(cluster, node, ["nft", "list", "ruleset"])
+        assert "table ip kube-proxy" in rules
+        service = nftables.service_chain()
+        assert re.fullmatch(r"service-[A-Z2-7]{8}-default/echo/tcp/http", service)
+        assert f"10.96.0.10 . tcp . 80 : goto {service}" in rules  # the service-ips vmap element
+        assert "ip daddr . meta l4proto . th dport vmap @service-ips" in rules
+        chain = re.search(rf"chain {re.escape(service)} {{(.*?)\n\t}}", rules, re.S)
+        assert chain is not None, rules
+        picks = re.findall(r"\d+ : goto (endpoint-[A-Z2-7]{8}-default/echo/tcp/http__[\d.]+/8080)", chain[1])
+        assert f"numgen random mod {len(ips)} vmap" in chain[1]
+        assert len(picks) == len(ips)
+        for ip in ips:
+            assert f"dnat to {ip}:8080" in rules
+        assert "meta mark set meta mark | 0x00004000" in rules  # mark-for-masquerade
+        assert "masquerade fully-random" in rules
+        assert f"tcp . 30080 : goto {nftables.external_chain()}" in rules  # NodePort
+    elif dataplane == "iptables":
+        rules = _node_rules(cluster, node, ["iptables-save", "-t", "nat"])
+        svc = iptables.service_chain()
+        assert re.fullmatch(r"KUBE-SVC-[A-Z2-7]{16}", svc)
+        assert re.search(rf"-A KUBE-SERVICES -d 10\.96\.0\.10/32 .*--dport 80 -j {svc}\n", rules), rules
+        assert "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES" in rules
+        cascade = re.findall(rf"-A {svc} .*?(?:--probability ([\d.]+) )?-j (KUBE-SEP-[A-Z2-7]{{16}})\n", rules)
+        assert len(cascade) == len(ips)
+        for i, (probability, _sep) in enumerate(cascade[:-1]):
+            assert float(probability) == pytest.approx(1 / (len(ips) - i), abs=1e-6)
+        assert cascade[-1][0] == ""  # the last endpoint takes whatever is left
+        for ip in ips:
+            assert f"-j DNAT --to-destination {ip}:8080" in rules
+        assert "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000" in rules
+        assert "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN" in rules
+        assert "--dport 30080 -j KUBE-EXT-" in rules
+    elif dataplane == "ebpf":
+        # Socket load balancing programs no rules in the nodes: the Service is a BPF map at connect().
+        rules = _node_rules(cluster, node, ["nft", "list", "ruleset"])
+        assert "kube-proxy" not in rules
+        programs = _node_rules(cluster, node, ["bpftool", "prog", "show"])
+        assert "cgroup_sock_addr  name bb_connect4" in programs
+    else:
+        rules = _node_rules(cluster, node, ["ipvsadm", "-Ln"])
+        assert "TCP  10.96.0.10:80 rr" in rules
+        for ip in ips:
+            assert f"{ip}:8080" in rules
+
+
+def test_endpoint_changes_reach_new_connections_only(cluster: NetnsCluster) -> None:
+    before = {p.name for p in cluster.status().targets()}
+    pinned = PodClient(cluster, "source-1")
+    spread = PodClient(cluster, "source-0")
+    try:
+        first = pinned.run("keep", 20)
+        assert len(set(first)) == 1
+        home = first[0].split()[0]
+
+        # scale: the new pods get new connections; the kept-alive connection stays where it was
+        grown = cluster.scale(9)
+        added = {p.name for p in grown.targets()} - before
+        assert len(added) == 3
+        assert sorted(p.node for p in grown.targets()) == ["node-0"] * 5 + ["node-1"] * 4
+        counts = spread.pods("new", 450)
+        assert set(counts) == before | added, counts
+        assert pinned.run("keep", 20) == first[:1] * 20
+
+        # kill: established connections to the pod break, and no new one reaches it
+        cluster.kill(home)
+        assert home not in {p.name for p in cluster.status().pods}
+        broken = pinned.run("keep", 1)
+        assert broken[0].startswith("error"), broken
+        counts = spread.pods("new", 300)
+        assert home not in counts
+        assert set(counts) == (before | added) - {home}
+
+        # readiness off: the pod leaves the endpoints but keeps running
+        resting = sorted(added)[0]
+        cluster.set_ready(resting, False)
+        assert not cluster.status().pod(resting).ready
+        assert resting not in spread.pods("new", 300)
+        assert cluster.pod_http(resting, "/readyz")[0] == 503
+        cluster.set_ready(resting, True)
+        assert resting in spread.pods("new", 300)
+
+        # scale down: the newest pods go, as a ReplicaSet would do it
+        shrunk = cluster.scale(3)
+        kept = sorted((before | added) - {home}, key=lambda name: int(name.split("-")[1]))[:3]
+        assert [p.name for p in shrunk.targets()] == kept
+        assert set(spread.pods("new", 150)) == set(kept)
+    finally:
+        pinned.close()
+        spread.close()
