@@ -199,6 +199,8 @@ class EchoProtocol(asyncio.Protocol):
             self._enqueue(_Pending(self._received, 400, None, 0))
             return
         for message, payload in messages:
+            if self._closing:  # a response closed the connection: what was pipelined behind it is dropped
+                return
             self._accept(message, payload)
         body = self._body
         if body is not None:

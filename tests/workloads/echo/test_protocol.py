@@ -320,3 +320,15 @@ def test_a_malformed_request_gets_400_and_a_closed_connection(echo: EchoProcess)
     [(status, headers, _)] = split_responses(read_until_closed(sock))
     assert (status, headers["Connection"]) == (400, "close")
     assert scrape(echo)['echo_requests_total{status="400"}'] == 1
+
+
+def test_nothing_is_answered_after_the_closing_response_of_a_pipelined_burst(start_echo) -> None:
+    echo = start_echo("--max-requests-per-connection", "3")
+    sock = raw_socket(echo)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 8)  # one write: the server parses all 8 at once
+
+    responses = split_responses(read_until_closed(sock))
+
+    assert [headers["X-Conn-Request"] for _, headers, _ in responses] == ["1", "2", "3"]
+    assert responses[-1][1]["Connection"] == "close"
+    assert scrape(echo)['echo_requests_total{status="200"}'] == 3
