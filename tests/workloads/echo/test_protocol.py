@@ -332,3 +332,18 @@ def test_nothing_is_answered_after_the_closing_response_of_a_pipelined_burst(sta
     assert [headers["X-Conn-Request"] for _, headers, _ in responses] == ["1", "2", "3"]
     assert responses[-1][1]["Connection"] == "close"
     assert scrape(echo)['echo_requests_total{status="200"}'] == 3
+
+
+def test_the_pure_python_parser_fallback_serves_the_same_contract(start_echo) -> None:
+    """aiohttp without its C extensions (AIOHTTP_NO_EXTENSIONS=1) must still frame requests right."""
+    echo = start_echo(env={"AIOHTTP_NO_EXTENSIONS": "1"})
+    sock = raw_socket(echo)
+    sock.sendall(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    responses = split_responses(read_until_closed(sock))
+    assert [(status, headers["X-Conn-Request"]) for status, headers, _ in responses] == [
+        (200, "1"),
+        (200, "2"),
+    ]
