@@ -15,6 +15,7 @@ import random
 import socket
 import subprocess
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -284,3 +285,71 @@ def test_mismatch_is_reported() -> None:
     assert result.lost == 1 and not result.consistent
     with pytest.raises(RunError, match="answered 10 requests but 9 were recorded"):
         result.raise_for_mismatch()
+
+
+# -- the real embedded cluster ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def netns_cluster() -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        pytest.skip("the netns cluster needs root (or a user namespace sandbox) on this machine")
+    from balancebench.clusters.base import ClusterSpec, get_provider
+    from balancebench.errors import MissingFeature
+
+    spec = ClusterSpec(
+        name=f"bbtest-load-{os.getpid()}"[:32], nodes=2, targets=6, sources=2, dataplane="nftables"
+    )
+    try:
+        cluster = get_provider("netns").up(spec)
+    except MissingFeature as exc:
+        pytest.skip(f"this machine cannot build a netns cluster: {exc}")
+    with cluster:
+        yield cluster
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.parametrize(("policy", "pods_reached"), [("keepalive", (1, 2)), ("per-request", (6, 6))])
+def test_distributed_cell_on_netns_nftables(
+    netns_cluster: Cluster, tmp_path: Path, policy: str, pods_reached: tuple[int, int]
+) -> None:
+    # 2 source pods → 6 echo pods behind kube-proxy-shaped nftables rules, one user per source pod.
+    load = CellLoad(cell=f"nftables/{policy}", policy=policy, users_per_source=1, duration=4, warmup=0.5)
+    result = run_cell(netns_cluster, load, tmp_path)
+    result.raise_for_mismatch()
+    assert result.records == result.answered == result.server_requests
+    assert result.records > 200 and result.errors == 0
+    assert pods_reached[0] <= len(result.per_pod) <= pods_reached[1]
+    rows = records_of(result)
+    sources = {pod.name: pod.node for pod in netns_cluster.status().sources()}
+    assert {(r["source_pod"], r["source_node"]) for r in rows} == set(sources.items())
+    targets = {pod.name: pod.node for pod in netns_cluster.status().targets()}
+    assert all(targets[str(r["target_pod"])] == r["target_node"] for r in rows)
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_interrupted_cell_leaves_no_locust_in_the_pods(netns_cluster: Cluster, tmp_path: Path) -> None:
+    def interrupt(progress: CellProgress) -> None:
+        if progress.requests > 0:
+            raise KeyboardInterrupt
+
+    load = CellLoad(cell="nftables/interrupted", policy="keepalive", duration=60)
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(netns_cluster, load, tmp_path, progress=interrupt, progress_interval=0.5)
+    marker = str(tmp_path / "records")
+    deadline = time.monotonic() + 20
+    while any(marker in line for line in _process_lines()):
+        assert time.monotonic() < deadline, "Locust processes outlived their interrupted cell"
+        time.sleep(0.2)
+    assert pq.read_table(tmp_path / "records").num_rows > 0
+
+
+def _process_lines() -> list[str]:
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return lines
