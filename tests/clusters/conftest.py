@@ -89,23 +89,29 @@ class PodClient:
 
 @dataclass
 class Traces:
-    """What a running cluster is made of, as seen from the host; ``assert_gone`` checks none is left."""
+    """What a running cluster is made of, as seen from the host; ``assert_gone`` checks none is left.
+
+    Processes are found by the cluster's label (every process of a cluster carries BALANCEBENCH_CLUSTER)
+    and by namespace; a namespace's inode number is recycled once it is freed, so only processes already
+    running when the traces were taken count as being in "its" namespaces.
+    """
 
     name: str
+    taken_at: int = 0  # clock ticks since boot
     namespaces: set[str] = field(default_factory=set)  # "pid:[…]", "net:[…]", "mnt:[…]" of the sandbox
-    processes: set[int] = field(default_factory=set)
+    processes: dict[int, int] = field(default_factory=dict)  # pid -> start time in ticks since boot
     cgroup: Path | None = None
     bpf_programs: set[int] = field(default_factory=set)
     bpf_maps: set[int] = field(default_factory=set)
 
     @classmethod
     def of(cls, name: str) -> Traces:
-        traces = cls(name=name)
+        traces = cls(name=name, taken_at=_ticks_since_boot())
         supervisor = runtime.find_supervisor_pid(name)
         assert supervisor is not None, f"cluster {name} has no supervisor"
         for kind in ("pid", "net", "mnt"):
             traces.namespaces.add(os.readlink(f"/proc/{supervisor}/ns/{kind}"))
-        traces.processes = _processes_in(traces.namespaces)
+        traces.processes = traces._live()
         traces.cgroup = runtime.cluster_cgroup(name)
         if traces.cgroup is not None and traces.cgroup.exists():
             attached = _bpftool("cgroup", "show", str(traces.cgroup))
@@ -113,6 +119,27 @@ class Traces:
             for prog in traces.bpf_programs:
                 traces.bpf_maps |= set(_bpftool("prog", "show", "id", str(prog)).get("map_ids", []))
         return traces
+
+    def _live(self) -> dict[int, int]:
+        """Processes of the cluster now: labelled with its name, or in its namespaces since before."""
+        label = f"{runtime.LABEL}={self.name}".encode()
+        found = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            started = _start_ticks(pid)
+            if started is None:
+                continue
+            with contextlib.suppress(OSError):
+                if label in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                    found[pid] = started
+                    continue
+            if started <= self.taken_at and any(
+                _namespace(pid, kind) in self.namespaces for kind in ("pid", "net", "mnt")
+            ):
+                found[pid] = started
+        return found
 
     def remaining(self) -> list[str]:
         left = []
@@ -123,10 +150,9 @@ class Traces:
                 left.append(f"file {path}")
         if runtime.find_supervisor_pid(self.name) is not None:
             left.append("its supervisor process")
-        alive = {pid for pid in self.processes if os.path.exists(f"/proc/{pid}")}
-        alive |= _processes_in(self.namespaces)
+        alive = {pid for pid, started in self.processes.items() if _start_ticks(pid) == started}
+        alive |= set(self._live())
         left += [f"process {pid} ({_cmdline(pid)})" for pid in sorted(alive)]
-        left += [f"namespace {ns} still referenced" for ns in sorted(self.namespaces & _referenced())]
         if self.cgroup is not None and self.cgroup.exists():
             left.append(f"cgroup {self.cgroup}")
         left += [f"BPF program {prog}" for prog in self.bpf_programs if _bpf_exists("prog", prog)]
@@ -146,31 +172,24 @@ class Traces:
         assert not left, f"cluster {self.name} left behind: {left}"
 
 
-def _processes_in(namespaces: set[str]) -> set[int]:
-    found = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        for kind in ("pid", "net", "mnt"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{entry.name}/ns/{kind}") in namespaces:
-                    found.add(int(entry.name))
-    return found
+def _ticks_since_boot() -> int:
+    with open("/proc/uptime") as f:
+        return int(float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK")) + 1
 
 
-def _referenced() -> set[str]:
-    """Namespaces some process holds open as a file descriptor (a namespace outlives its processes so)."""
-    held = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in os.scandir(f"/proc/{entry.name}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd.path)
-                    if target.startswith(("pid:[", "net:[", "mnt:[")):
-                        held.add(target)
-    return held
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _namespace(pid: int, kind: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
 
 
 def _cmdline(pid: int) -> str:

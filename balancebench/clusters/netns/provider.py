@@ -86,7 +86,7 @@ class NetnsCluster:
         if info["cgroup"]:
             command += ["--cgroup", info["cgroup"]]
         command += ["--", *argv]
-        return command, {**os.environ, **(env or {}), **info["env"]}
+        return command, {**os.environ, **(env or {}), **info["env"], runtime.LABEL: self.name}
 
     def exec(
         self,
@@ -226,6 +226,7 @@ class NetnsProvider:
             with open(runtime.log_path(spec.name), "wb") as log:
                 keeper = subprocess.Popen(
                     keeper_command,
+                    env={**os.environ, runtime.LABEL: spec.name},  # inherited by every process of the cluster
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

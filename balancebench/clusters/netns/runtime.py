@@ -27,6 +27,8 @@ from pathlib import Path
 from balancebench.errors import InvalidInput
 
 CGROUP_PREFIX = "balancebench-"
+LABEL = "BALANCEBENCH_CLUSTER"
+"""Environment variable naming the cluster, set on every process of it (kind labels its containers so)."""
 SUPERVISOR_MODULE = "balancebench.clusters.netns.supervisor"
 KEEPER_MODULE = "balancebench.clusters.netns.keeper"
 
