@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -125,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         median = statistics.median(rates[variant])
         rounds = " ".join(f"{r:,.0f}" for r in rates[variant])
         print(f"{variant:<26} {median:>12,.0f} {rounds:>30} {median / base:>8.1%}")
-    print(f"records written: {recorded:,} rows; goal: policy user + records >= 90% of bare FastHttpUser")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"records written: {recorded:,} rows; load average {load} on {os.cpu_count()} CPUs")
+    print("goal: policy user + records >= 90% of bare FastHttpUser")
     return 0
 
 
