@@ -1,18 +1,25 @@
-"""Read a run's per-request records into one compact DataFrame (strings as categoricals), and write them.
+"""Read a run's per-request records into compact columns (strings as integer codes), and write them.
 
-Ten million records stay well under a gigabyte this way: every string column (cell, pods, nodes, error
-kind) is read dictionary-encoded straight from Parquet, so it becomes a pandas categorical with small
-integer codes that the metrics group with ``np.bincount``.
+Two shapes: :func:`read_columns` streams the Parquet part files one at a time into preallocated numpy
+arrays (one copy of the data in memory, string columns as int32 codes into a list of names) — the path
+``write_report`` takes for millions of rows; :func:`read_records` gives the same records as a pandas
+DataFrame with categorical string columns, for exploring a run by hand.
 
-    >>> frame = read_records("results/seed-20261124")   # doctest: +SKIP
-    >>> frame["target_pod"].value_counts()               # doctest: +SKIP
+    >>> columns = read_columns("results/seed-20261124")   # doctest: +SKIP
+    >>> frame = read_records("results/seed-20261124")     # doctest: +SKIP
+    >>> frame["target_pod"].value_counts()                 # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +29,37 @@ from analysis.manifest import run_path
 from analysis.records import COLUMNS, RECORD_SCHEMA, RECORDS_DIR
 
 STRING_COLUMNS: tuple[str, ...] = tuple(f.name for f in RECORD_SCHEMA if pa.types.is_string(f.type))
+NUMBER_DTYPES: dict[str, np.dtype[Any]] = {
+    f.name: np.dtype(f.type.to_pandas_dtype()) for f in RECORD_SCHEMA if f.name not in STRING_COLUMNS
+}
+
+
+@dataclass(frozen=True, eq=False)
+class RecordColumns:
+    """Records as numpy arrays: each string column as int32 codes into its list of names (-1: missing)."""
+
+    size: int
+    codes: Mapping[str, npt.NDArray[np.int32]]
+    names: Mapping[str, list[str]]
+    numbers: Mapping[str, npt.NDArray[Any]]
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> RecordColumns:
+        """Columns of a DataFrame with the record schema's columns (plain or categorical strings)."""
+        typed = normalize_records(frame)
+        return cls(
+            size=len(typed),
+            codes={name: typed[name].cat.codes.to_numpy().astype(np.int32) for name in STRING_COLUMNS},
+            names={name: [str(c) for c in typed[name].cat.categories] for name in STRING_COLUMNS},
+            numbers={name: typed[name].to_numpy(dtype) for name, dtype in NUMBER_DTYPES.items()},
+        )
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> RecordColumns:
+        """Columns of an Arrow table with the record schema's columns."""
+        builder = _Builder(table.num_rows)
+        builder.add(table, source="records table")
+        return builder.finish()
 
 
 def record_files(run_dir: str | os.PathLike[str]) -> list[Path]:
@@ -32,16 +70,29 @@ def record_files(run_dir: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
 
 
+def read_columns(run_dir: str | os.PathLike[str]) -> RecordColumns:
+    """All records of a run as :class:`RecordColumns`, reading one part file at a time into final arrays."""
+    files = record_files(run_dir)
+    sizes = [_row_count(path) for path in files]
+    builder = _Builder(sum(sizes))
+    for path, size in zip(files, sizes, strict=True):
+        table = _read_part(path)
+        if table.num_rows != size:
+            raise AnalysisError(f"records file {path} changed while it was read: re-run the report")
+        builder.add(table, source=f"records file {path}")
+        del table
+    return builder.finish()
+
+
 def read_records(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """All records of a run as one DataFrame with categorical string columns; empty (typed) when none."""
-    tables = [_read_part(path) for path in record_files(run_dir)]
-    if not tables:
-        return empty_records()
-    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    del tables
-    # Part files carry different dictionaries; unify once so pandas gets one set of categories per column.
-    table = table.unify_dictionaries()
-    return table.to_pandas(self_destruct=True, split_blocks=True)
+    columns = read_columns(run_dir)
+    data: dict[str, Any] = {
+        name: pd.Categorical.from_codes(columns.codes[name], categories=pd.Index(columns.names[name]))
+        for name in STRING_COLUMNS
+    }
+    data.update(columns.numbers)
+    return pd.DataFrame({name: data[name] for name in COLUMNS})
 
 
 def empty_records() -> pd.DataFrame:
@@ -66,7 +117,7 @@ def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:
             if not isinstance(column.dtype, pd.CategoricalDtype):
                 column = column.astype(str).astype("category")
         else:
-            dtype = field.type.to_pandas_dtype()
+            dtype = NUMBER_DTYPES[field.name]
             if column.dtype != dtype:
                 try:
                     column = column.astype(dtype)
@@ -89,6 +140,67 @@ def write_records(path: str | os.PathLike[str], frame: pd.DataFrame) -> Path:
     return target
 
 
+class _Builder:
+    """Fills preallocated arrays table by table: the data is copied once, straight to its final place."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.position = 0
+        self.numbers = {name: np.empty(size, dtype) for name, dtype in NUMBER_DTYPES.items()}
+        self.codes = {name: np.empty(size, np.int32) for name in STRING_COLUMNS}
+        self.names: dict[str, dict[str, int]] = {name: {} for name in STRING_COLUMNS}
+
+    def add(self, table: pa.Table, *, source: str) -> None:
+        missing = [name for name in COLUMNS if name not in table.column_names]
+        if missing:
+            raise AnalysisError(f"{source} lacks column(s) {', '.join(missing)}")
+        start, stop = self.position, self.position + table.num_rows
+        for name, out in self.numbers.items():
+            try:
+                self._fill(
+                    out[start:stop], table.column(name), lambda chunk: chunk.to_numpy(zero_copy_only=False)
+                )
+            except (TypeError, ValueError, pa.ArrowException) as exc:
+                raise AnalysisError(f"{source}: column {name} cannot be read as {out.dtype}: {exc}") from exc
+        for name, out in self.codes.items():
+            names = self.names[name]
+            self._fill(out[start:stop], table.column(name), lambda chunk, names=names: _codes(chunk, names))
+        self.position = stop
+
+    @staticmethod
+    def _fill(out: npt.NDArray[Any], column: pa.ChunkedArray, convert: Any) -> None:
+        offset = 0
+        for chunk in column.chunks:
+            out[offset : offset + len(chunk)] = convert(chunk)
+            offset += len(chunk)
+
+    def finish(self) -> RecordColumns:
+        return RecordColumns(
+            size=self.size,
+            codes=self.codes,
+            names={name: list(names) for name, names in self.names.items()},
+            numbers=self.numbers,
+        )
+
+
+def _codes(chunk: pa.Array, names: dict[str, int]) -> npt.NDArray[np.int32]:
+    """A chunk's strings as codes into ``names`` (extended with names not seen before)."""
+    encoded = chunk if isinstance(chunk, pa.DictionaryArray) else chunk.dictionary_encode()
+    dictionary = encoded.dictionary.to_pylist()
+    # One slot past the dictionary stands for null, which the schema forbids but a writer might produce.
+    lookup = np.array([names.setdefault(str(v), len(names)) for v in dictionary] + [-1], dtype=np.int32)
+    return lookup[encoded.indices.fill_null(len(dictionary)).to_numpy(zero_copy_only=False)]
+
+
+def _row_count(path: Path) -> int:
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (OSError, pa.ArrowException) as exc:
+        raise AnalysisError(
+            f"records file {path} is not readable Parquet ({exc}): move it out of records/ or re-run"
+        ) from exc
+
+
 def _read_part(path: Path) -> pa.Table:
     try:
         schema = pq.read_schema(path)
@@ -98,20 +210,8 @@ def _read_part(path: Path) -> pa.Table:
                 f"records file {path} lacks column(s) {', '.join(missing)}: "
                 "it was not written with the schema in analysis/records.py"
             )
-        table = pq.read_table(path, columns=list(COLUMNS), read_dictionary=list(STRING_COLUMNS))
+        return pq.read_table(path, columns=list(COLUMNS), read_dictionary=list(STRING_COLUMNS))
     except (OSError, pa.ArrowException) as exc:
         raise AnalysisError(
             f"records file {path} is not readable Parquet ({exc}): move it out of records/ or re-run"
         ) from exc
-    numeric_target = pa.schema(
-        [
-            pa.field(f.name, pa.dictionary(pa.int32(), pa.string()) if f.name in STRING_COLUMNS else f.type)
-            for f in RECORD_SCHEMA
-        ]
-    )
-    if table.schema.remove_metadata() != numeric_target:
-        try:
-            table = table.cast(numeric_target)
-        except (pa.ArrowException, ValueError) as exc:
-            raise AnalysisError(f"records file {path} has columns of the wrong type: {exc}") from exc
-    return table

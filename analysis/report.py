@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
-from analysis.loading import read_records
+from analysis.loading import read_columns
 from analysis.manifest import load_run, run_path, write_json_atomically, write_text_atomically
 from analysis.metrics import SPECTRUM_PERCENTILES, CellMetrics, compute_run
 from analysis.summary import (
@@ -67,7 +67,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> ReportFiles:
     """
     directory = run_path(run_dir)
     run = load_run(directory)
-    cells = compute_run(run, read_records(directory))
+    cells = compute_run(run, read_columns(directory))
     summary = build_summary(run, cells)
     page = render_html(summary, cells)
     return ReportFiles(
@@ -92,7 +92,7 @@ def run_summary(path: str | os.PathLike[str]) -> Summary:
     if (directory / SUMMARY_FILE).is_file():
         return load_summary(directory / SUMMARY_FILE)
     run = load_run(directory)
-    return build_summary(run, compute_run(run, read_records(directory)))
+    return build_summary(run, compute_run(run, read_columns(directory)))
 
 
 def render_html(summary: Mapping[str, Any], cells: Sequence[CellMetrics]) -> str:

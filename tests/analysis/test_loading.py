@@ -10,9 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.errors import AnalysisError
-from analysis.loading import normalize_records, read_records, record_files, write_records
+from analysis.loading import normalize_records, read_columns, read_records, record_files, write_records
+from analysis.manifest import Run
+from analysis.metrics import compute_run
 from analysis.records import COLUMNS, RECORDS_DIR
-from tests.analysis.builders import failed, frame, spread
+from tests.analysis.builders import failed, frame, meta, spread
 
 
 def test_parts_with_different_pods_concatenate_into_one_frame(tmp_path: Path) -> None:
@@ -70,3 +72,18 @@ def test_hand_built_frames_are_checked_and_typed() -> None:
         normalize_records(frame(spread([1])).drop(columns=["ts"]))
     with pytest.raises(AnalysisError, match="records column latency_ms holds values that are not double"):
         normalize_records(frame(spread([1])).assign(latency_ms="fast"))
+
+
+def test_streamed_columns_compute_what_the_hand_built_frame_does(tmp_path: Path) -> None:
+    first = spread([5, 0, 9], cell="x")
+    second = failed(3, cell="y") + spread([0, 4], cell="x")
+    write_records(tmp_path / RECORDS_DIR / "a.parquet", frame(first))
+    write_records(tmp_path / RECORDS_DIR / "b.parquet", frame(second))
+    run = Run(scenario="s", cells=[meta(pods=3, cell="x"), meta(pods=3, cell="y")])
+    streamed = read_columns(tmp_path)
+    assert streamed.size == 21
+    assert streamed.names["target_pod"] == ["echo-0", "echo-2", "", "echo-1"]  # first seen, across files
+    assert compute_run(run, streamed) == compute_run(run, frame(first + second))
+    assert [pod.requests for pod in compute_run(run, streamed)[0].pods] == [5, 4, 9]
+    (tmp_path / "empty").mkdir()
+    assert read_columns(tmp_path / "empty").size == 0
