@@ -176,8 +176,9 @@ class RequestsDriver:
         size = policy.max_connections or policy.max_idle
         adapter = HTTPAdapter(
             pool_connections=1,
-            # urllib3 keeps at most pool_maxsize connections; "unbounded" becomes a size no run reaches.
-            pool_maxsize=max(1, size) if size is not None else 100_000,
+            # urllib3 keeps at most pool_maxsize connections (and pre-fills its queue with that many
+            # placeholders), so "unbounded" becomes a size beyond any run's concurrency.
+            pool_maxsize=max(1, size) if size is not None else 1024,
             pool_block=policy.max_connections is not None,
             max_retries=0,
         )
