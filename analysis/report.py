@@ -36,6 +36,7 @@ from analysis.summary import (
     SUMMARY_FILE,
     Summary,
     build_summary,
+    detail_lines,
     header_facts,
     load_summary,
     pod_rows,
@@ -162,6 +163,7 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
         ("server counted", f"{entry['server_requests']:,}" if entry["server_requests"] is not None else "–"),
     ]
     fact_html = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)
+    details = "".join(f"<li>{_e(line)}</li>" for line in detail_lines(entry))
     errors = ""
     if entry["errors_by_pod"]:
         rows = [
@@ -173,6 +175,7 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
 <h2>{_e(entry["cell"])}</h2>
 <p class="sentence">{_e(entry["sentence"])}</p>
 <dl class="facts">{fact_html}</dl>
+<ul class="details">{details}</ul>
 <div class="grid">{"".join(figures)}</div>
 <h3>Per pod</h3>
 {_table(POD_COLUMNS, pod_rows(entry))}
@@ -396,6 +399,7 @@ ul.sentences a {{ color: inherit; text-decoration: none; }}
 ul.sentences a:hover {{ text-decoration: underline; }}
 p.sentence {{ font-size: 15px; font-weight: 500; margin: 0 0 8px; }}
 p.note {{ font-size: 12px; color: #555; margin: 0 0 10px; }}
+ul.details {{ font-size: 13px; color: #333; margin: 8px 0 0; padding-left: 20px; line-height: 1.6; }}
 /* Fixed tracks, not auto-fit: each plot is drawn while the page is still parsing, at its cell's width. */
 .grid {{ display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 12px; margin-top: 12px; }}
 @media (max-width: 1100px) {{ .grid {{ grid-template-columns: minmax(0, 1fr); }} }}

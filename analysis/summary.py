@@ -295,11 +295,53 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines += _markdown_table(RANKING_COLUMNS, ranking_rows(summary))
     for entry in summary["cells"]:
         lines += ["", f"## {entry['cell']}", "", entry["sentence"], ""]
+        lines += [f"- {line}" for line in detail_lines(entry)] + [""]
         lines += _markdown_table(POD_COLUMNS, pod_rows(entry))
         if entry["errors_by_kind"]:
             kinds = ", ".join(f"{kind} {count:,}" for kind, count in entry["errors_by_kind"].items())
             lines += ["", f"Errors by kind: {kinds}."]
     return "\n".join(lines) + "\n"
+
+
+def detail_lines(entry: Mapping[str, Any]) -> list[str]:
+    """Connection reuse, reconnect cost and (open loop) corrected latency of one cell, one line each."""
+    per_connection, lifetime, reconnect = (
+        entry["requests_per_connection"],
+        entry["connection_lifetime_s"],
+        entry["reconnect"],
+    )
+    ideal = entry["sockets_ideal"]
+    sockets = f"{entry['sockets_used']:,} sockets used by the clients"
+    if ideal is not None:
+        sockets += f" (for perfect keep-alive, would be {ideal})"
+    new, reused = reconnect["new_p50_ms"], reconnect["reused_p50_ms"]
+    if new is None and reused is None:
+        reconnects = "Reconnects: no request was answered."
+    elif reused is None:
+        reconnects = f"Reconnects: every answered request opened its connection (median {milliseconds(new)})."
+    elif new is None:
+        reconnects = (
+            f"Reconnects: none, every answered request reused a connection (median {milliseconds(reused)})."
+        )
+    else:
+        reconnects = (
+            f"Reconnects: {percent(reconnect['new_fraction'])} of answered requests opened their connection; "
+            f"median {milliseconds(new)} on a new connection vs {milliseconds(reused)} on a reused one."
+        )
+    lines = [
+        f"Connections: {entry['connections']:,} on the servers, {sockets}; requests per connection "
+        f"p50 {_count(per_connection['p50'])}, max {_count(per_connection['max'])}; "
+        f"lifetime p50 {_seconds(lifetime['p50'])}, max {_seconds(lifetime['max'])}.",
+        reconnects,
+    ]
+    corrected = entry.get("latency_corrected_ms")
+    if corrected:
+        lines.append(
+            f"Open loop, corrected for coordinated omission (latency + queueing wait): p50 "
+            f"{milliseconds(corrected['p50'])}, p99 {milliseconds(corrected['p99'])}, "
+            f"p99.9 {milliseconds(corrected['p999'])}."
+        )
+    return lines
 
 
 def render_text_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -481,6 +523,16 @@ def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> li
 
 def _looks_numeric(text: str) -> bool:
     return bool(text) and (text[0].isdigit() or text[0] in "+-–.<")
+
+
+def _count(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:,.1f} s"
 
 
 def _fixed(value: float | None, digits: int) -> str:

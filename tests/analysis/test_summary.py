@@ -15,6 +15,7 @@ from analysis.summary import (
     build_summary,
     cell_labels,
     check_summary,
+    detail_lines,
     milliseconds,
     percent,
     render_markdown,
@@ -204,3 +205,40 @@ def test_percent(value: float | None, text: str) -> None:
 )
 def test_milliseconds(value: float, text: str) -> None:
     assert milliseconds(value) == text
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        (
+            "pinned",
+            [
+                # 300 requests 10 ms apart on each connection, the last answered after 1 ms: 2.991 s.
+                "Connections: 2 on the servers, 2 sockets used by the clients (for perfect keep-alive, "
+                "would be 2); requests per connection p50 300, max 300; lifetime p50 3.0 s, max 3.0 s.",
+                "Reconnects: 0.33 % of answered requests opened their connection; median 1 ms on a new "
+                "connection vs 1 ms on a reused one.",
+            ],
+        ),
+        ("all-failed", ["Reconnects: no request was answered."]),
+        ("per-request", ["Reconnects: every answered request opened its connection (median 1 ms)."]),
+        ("reused", ["Reconnects: none, every answered request reused a connection (median 1 ms)."]),
+        (
+            "open",
+            [
+                "Open loop, corrected for coordinated omission (latency + queueing wait): "
+                "p50 3 ms, p99 3 ms, p99.9 3 ms."
+            ],
+        ),
+    ],
+)
+def test_detail_lines(cell: str, expected: list[str]) -> None:
+    extra = (
+        (spread([10, 10], new_connection_each_request=True), meta(pods=2, cell="per-request")),
+        ([{**row, "conn_request": 2} for row in spread([10])], meta(pods=1, cell="reused")),
+        ([{**row, "wait_ms": 2.0} for row in spread([10])], meta(pods=1, cell="open", open_loop=True)),
+    )
+    entry = next(e for e in _summary(*CELLS, *extra)["cells"] if e["cell"] == cell)
+    lines = detail_lines(entry)
+    for line in expected:
+        assert line in lines
