@@ -227,6 +227,17 @@ def test_distributed_cell_on_loopback_loses_no_record(
     assert all(p.poll() is not None for p in loopback.launched)
 
 
+def test_open_loop_rate_is_shared_by_the_workers(loopback: LoopbackCluster, tmp_path: Path) -> None:
+    # 120 req/s over 2 source pods for 3 s: each worker sends at 60 req/s from its own start.
+    load = CellLoad(cell="loopback/open", policy="keepalive", users_per_source=2, rate=120, duration=3)
+    result = run_cell(loopback, load, tmp_path, master_port=free_port())
+    result.raise_for_mismatch()
+    assert 300 <= result.records <= 362  # tolerant of a slow start on a loaded machine
+    rows = records_of(result)
+    per_source = Counter(r["source_pod"] for r in rows)
+    assert all(150 <= n <= 181 for n in per_source.values()), per_source
+
+
 def test_interrupted_cell_kills_its_processes_and_keeps_its_records(
     loopback: LoopbackCluster, tmp_path: Path
 ) -> None:
