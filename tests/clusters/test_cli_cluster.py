@@ -103,6 +103,10 @@ BAD_INPUT = [
     (["set-ready", "{running}", "source-0", "--not-ready"], "only echo pods have a readiness probe"),
     (["status", FRESH], f"no cluster named '{FRESH}'"),
     (["up", "--name", FRESH, "--dataplane", "ipvs"], "which this kernel lacks"),
+    (
+        ["up", "--name", FRESH, "--echo-arg=--no-such-flag"],
+        "rejected its arguments: echo: unrecognized arguments: --no-such-flag",
+    ),
 ]
 
 

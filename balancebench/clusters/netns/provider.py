@@ -80,7 +80,7 @@ class NetnsCluster:
         pid = self._supervisor()
         command = ["nsenter", f"--target={pid}"]
         if os.geteuid() != 0:
-            command.append("--user")
+            command += ["--user", "--preserve-credentials"]
         command += ["--mount", "--net", "--pid", "--", sys.executable, "-m", PODEXEC_MODULE]
         command += ["--netns", info["netns"], "--cwd", _cwd()]
         if info["cgroup"]:
@@ -250,8 +250,11 @@ class NetnsProvider:
             cluster._wait_ready()
             if detach:
                 cluster._detach()
-        except BaseException:
+        except BaseException as exc:
             cluster.down()
+            if not isinstance(exc, ClusterError):  # bad input or Ctrl-C: leave nothing, not even a log
+                with contextlib.suppress(FileNotFoundError):
+                    runtime.log_path(spec.name).unlink()
             raise
         return cluster
 

@@ -121,6 +121,7 @@ class Supervisor:
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._failure: str | None = None
+        self._failure_kind: type[ClusterError | InvalidInput] = ClusterError
         self._detached = False
         self._handlers: set[asyncio.Task[Any]] = set()
 
@@ -142,6 +143,7 @@ class Supervisor:
                 log.info("cluster %s ready in %.2fs", self.spec.name, time.monotonic() - started)
             except Exception as exc:
                 self._failure = str(exc) if isinstance(exc, ClusterError | InvalidInput) else repr(exc)
+                self._failure_kind = InvalidInput if isinstance(exc, InvalidInput) else ClusterError
                 if self._stopping.is_set():
                     log.info("start-up interrupted by its owner")
                 else:
@@ -331,6 +333,9 @@ class Supervisor:
             if self._stopping.is_set():
                 raise ClusterError("start-up interrupted")
             for pod in waiting:
+                if pod.process is not None and pod.process.returncode == 2:
+                    # The echo server's "bad flag" status: the spec's echo arguments are bad input.
+                    raise InvalidInput(f"pod {pod.name} rejected its arguments: {pod.last_log_line()}")
                 if pod.process is not None and pod.process.returncode is not None:
                     raise ClusterError(
                         f"pod {pod.name} exited during start-up (status {pod.process.returncode}): "
@@ -562,7 +567,7 @@ class Supervisor:
         if op == "wait_ready":
             await self._ready.wait()
             if self._failure is not None:
-                raise ClusterError(self._failure)
+                raise self._failure_kind(self._failure)
             return self.status().to_json()
         if op == "status":
             return self.status().to_json()
