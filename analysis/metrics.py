@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -182,7 +182,6 @@ class CellMetrics:
     errors_by_pod: Mapping[str, Mapping[str, int]]
     matrix: SourceTargetMatrix
     timeseries: TimeSeries
-    extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def cell(self) -> str:
