@@ -8,13 +8,14 @@ tests run in definition order and the last one changes the endpoints. Clients ru
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 from scipy.stats import chisquare
 
 from balancebench.clusters.base import ClusterSpec
-from balancebench.clusters.netns import NetnsCluster, NetnsProvider
+from balancebench.clusters.netns import NetnsCluster, NetnsProvider, runtime
 from balancebench.clusters.netns.dataplanes import iptables, nftables
 from tests.clusters.conftest import PodClient, require, unique_name
 
@@ -29,7 +30,9 @@ P_VALUE = 0.001
 @pytest.fixture(scope="module", params=DATAPLANES)
 def cluster(request: pytest.FixtureRequest) -> Iterator[NetnsCluster]:
     require(request.param)
-    spec = ClusterSpec(name=unique_name(request.param), nodes=2, targets=6, sources=2, dataplane=request.param)
+    spec = ClusterSpec(
+        name=unique_name(request.param), nodes=2, targets=6, sources=2, dataplane=request.param
+    )
     with NetnsProvider().up(spec) as running:
         yield running
 
@@ -107,8 +110,10 @@ def test_rules_have_kube_proxys_shape(cluster: NetnsCluster, node: str) -> None:
         svc = iptables.service_chain()
         assert re.fullmatch(r"KUBE-SVC-[A-Z2-7]{16}", svc)
         assert re.search(rf"-A KUBE-SERVICES -d 10\.96\.0\.10/32 .*--dport 80 -j {svc}\n", rules), rules
-        assert "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES" in rules
-        cascade = re.findall(rf"-A {svc} .*?(?:--probability ([\d.]+) )?-j (KUBE-SEP-[A-Z2-7]{{16}})\n", rules)
+        assert '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in rules
+        cascade = re.findall(
+            rf"-A {svc} .*?(?:--probability ([\d.]+) )?-j (KUBE-SEP-[A-Z2-7]{{16}})\n", rules
+        )
         assert len(cascade) == len(ips)
         for i, (probability, _sep) in enumerate(cascade[:-1]):
             assert float(probability) == pytest.approx(1 / (len(ips) - i), abs=1e-6)
@@ -122,8 +127,10 @@ def test_rules_have_kube_proxys_shape(cluster: NetnsCluster, node: str) -> None:
         # Socket load balancing programs no rules in the nodes: the Service is a BPF map at connect().
         rules = _node_rules(cluster, node, ["nft", "list", "ruleset"])
         assert "kube-proxy" not in rules
-        programs = _node_rules(cluster, node, ["bpftool", "prog", "show"])
-        assert "cgroup_sock_addr  name bb_connect4" in programs
+        cgroup = runtime.cluster_cgroup(cluster.name)
+        assert cgroup is not None
+        attached = subprocess.run(["bpftool", "cgroup", "show", str(cgroup)], capture_output=True, text=True)
+        assert re.search(r"inet4_connect\s+bb_connect4", attached.stdout), attached
     else:
         rules = _node_rules(cluster, node, ["ipvsadm", "-Ln"])
         assert "TCP  10.96.0.10:80 rr" in rules

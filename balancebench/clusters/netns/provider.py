@@ -260,6 +260,9 @@ class NetnsProvider:
 
     def _sandbox_command(self, spec: ClusterSpec, *, socket_fd: int, lifeline_fd: int) -> list[str]:
         command = ["unshare", "--pid", "--fork", "--net", "--mount", "--mount-proc", "--kill-child"]
+        # Where host mounts are shared (systemd), ones made later still show up inside, since exec'd
+        # programs write results to host paths; nothing mounted inside ever propagates out.
+        command.append("--propagation=slave")
         if os.geteuid() != 0:
             command += ["--user", "--map-root-user"]
         command += ["--", sys.executable, "-m", runtime.SUPERVISOR_MODULE, "--name", spec.name]
