@@ -15,7 +15,7 @@ import pytest
 from scipy.stats import chisquare
 
 from balancebench.clusters.base import ClusterSpec
-from balancebench.clusters.netns import NetnsCluster, NetnsProvider, runtime
+from balancebench.clusters.netns import NetnsCluster, NetnsProvider, addressing, runtime
 from balancebench.clusters.netns.dataplanes import iptables, nftables
 from tests.clusters.conftest import PodClient, require, unique_name
 
@@ -74,6 +74,18 @@ def test_kept_alive_connection_stays_on_one_pod(cluster: NetnsCluster) -> None:
     assert len(answers) == KEPT_ALIVE
     assert len(set(answers)) == 1, f"one connection reached {set(answers)}"
     assert not answers[0].startswith("error")
+
+
+@pytest.mark.parametrize("node", [0, 1])
+def test_node_port_balances_connections_from_pods(cluster: NetnsCluster, node: int) -> None:
+    node_port = cluster.status().service.node_port
+    client = PodClient(cluster, "source-0", url=f"http://{addressing.node_ip(node)}:{node_port}/")
+    try:
+        counts = client.pods("new", 120)
+    finally:
+        client.close()
+    assert "error" not in counts, counts
+    assert len(counts) > 1, f"NodePort connections all went to {counts}"
 
 
 def _node_rules(cluster: NetnsCluster, node: str, argv: list[str]) -> str:

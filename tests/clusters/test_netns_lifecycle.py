@@ -39,19 +39,23 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> No
 
 
 def _end_with_down(spec: ClusterSpec) -> Traces:
-    NetnsProvider().up(spec, detach=True)
+    cluster = NetnsProvider().up(spec, detach=True)
+    client = cluster.exec("source-0", ["sleep", "60"])  # programs run in a pod go with the cluster
     traces = Traces.of(spec.name)
     assert NetnsProvider().delete(spec.name) is True
     assert NetnsProvider().delete(spec.name) is False  # idempotent: nothing left to remove
+    assert client.wait(timeout=10) != 0
     return traces
 
 
 def _end_with_sigkill_of_supervisor(spec: ClusterSpec) -> Traces:
-    NetnsProvider().up(spec, detach=True)
+    cluster = NetnsProvider().up(spec, detach=True)
+    client = cluster.exec("echo-1", ["sleep", "60"])
     traces = Traces.of(spec.name)
     pid = runtime.find_supervisor_pid(spec.name)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
+    assert client.wait(timeout=10) != 0
     return traces
 
 
