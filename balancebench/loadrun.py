@@ -89,6 +89,8 @@ class CellLoad:
     """Seconds users get to finish the request in flight when the run time is up (none is cut off)."""
     sources: tuple[str, ...] = ()
     """Source pods to generate load from; empty = all of the cluster's source pods."""
+    seed: int | None = None
+    """Seed for client-side randomness (jitter, random picks); None = unseeded."""
 
     def __post_init__(self) -> None:
         if not self.cell.strip():
@@ -152,6 +154,8 @@ class CellLoad:
         ]  # fmt: skip
         if self.rate is not None:
             options += ["--rate", repr(float(self.rate))]
+        if self.seed is not None:
+            options += ["--seed", str(self.seed)]
         model = self.load_model
         if model.stop_after is not None:
             # Locust's --run-time is whole seconds; the workers stop sending at the exact duration.

@@ -98,7 +98,7 @@ def run_scenario(
                 started = datetime.now(UTC)
                 result = run_cell(
                     cluster,
-                    cell_load(cell),
+                    cell_load(cell, seed=scenario.seed),
                     run_dir,
                     progress=lambda p, c=cell, i=index: emit(  # type: ignore[misc]
                         RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
@@ -115,7 +115,7 @@ def run_scenario(
     return run
 
 
-def cell_load(cell: Cell) -> CellLoad:
+def cell_load(cell: Cell, *, seed: int | None = None) -> CellLoad:
     """The load generator's view of a cell."""
     load = cell.load
     return CellLoad(
@@ -129,6 +129,7 @@ def cell_load(cell: Cell) -> CellLoad:
         rate=load.rate,
         duration=load.duration,
         warmup=load.warmup,
+        seed=None if seed is None else seed + cell.repetition,
     )
 
 

@@ -12,6 +12,7 @@ Distributed: ``--master --expect-workers N`` in one source pod, ``--worker --mas
 from __future__ import annotations
 
 import logging
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ def _add_arguments(parser: Any) -> None:
     add("--pause", default="0", help="paced on/off: idle gap after each burst, e.g. 2s")
     add("--rate", default="", help="open loop: requests per second over all users and workers")
     add("--warmup", default="0", help="requests in the first DURATION are flagged warm-up")
+    add("--seed", default="", help="seed for client-side randomness (jitter, pick=random); empty: random")
     add("--stop-after-requests", type=int, default=0, help="per process: stop after N requests")
     add("--stop-after", default="", help="per process: stop sending after DURATION")
     add(
@@ -146,6 +148,10 @@ def _start(environment: Environment, **_: Any) -> None:
         return
     policy, model = options_from(parsed)
     source_pod, source_node = source_identity()
+    if parsed.seed != "":
+        # Per source pod and cell, so pods do not draw the same jitter; the kernel's choice of backend
+        # (numgen, statistic, bpf_get_prandom_u32) stays random, as in a real cluster.
+        random.seed(f"{parsed.seed}/{parsed.cell}/{source_pod}")
     start = time.monotonic()
     schedule = None
     if model.rate is not None:

@@ -72,7 +72,9 @@ class Pool(Generic[H]):
     ) -> None:
         self.policy = policy
         self._next_id = next_id
-        self._rng = rng or random.Random()
+        # Drawn from the process-wide generator, so one ``random.seed`` (the locustfile's --seed) makes
+        # every pool's jitter and random picks repeatable.
+        self._rng = rng or random.Random(random.getrandbits(64))
         # Idle connections in the order they were released: [0] is the least recently used.
         self._idle: deque[PooledConnection[H]] = deque()
         self._busy = 0

@@ -158,6 +158,17 @@ def test_jitter_spreads_retirement_per_connection() -> None:
     assert len(set(ages)) == 50 and len(set(budgets)) > 10
 
 
+@pytest.mark.parametrize(("first", "second", "same"), [(7, 7, True), (7, 8, False)])
+def test_process_seed_makes_default_pools_repeatable(first: int, second: int, same: bool) -> None:
+    # The locustfile's --seed seeds the process-wide generator; pools made without an rng draw from it.
+    def retire_ages(seed: int) -> list[float | None]:
+        random.seed(seed)
+        pool: Pool[str] = Pool(parse_policy("max-age=30s±10%"), next_id=itertools.count(1).__next__)
+        return [c.retire_age for c in warm(pool, 5)]
+
+    assert (retire_ages(first) == retire_ages(second)) is same
+
+
 def test_drain_returns_every_idle_connection() -> None:
     pool: Pool[str] = Pool(PoolPolicy(), next_id=itertools.count(1).__next__)
     conns = warm(pool, 3)
