@@ -10,7 +10,7 @@ import pytest
 
 from balancebench.clusters.base import Service
 from balancebench.clusters.netns import addressing
-from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, Node, iptables, nftables
+from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, Node, iptables, ipvs, nftables
 
 CONTEXT = DataplaneContext(
     nodes=(Node(name="node-0", netns="/run/netns/node-0", ip="172.18.0.2"),),
@@ -106,3 +106,25 @@ def test_new_targets_go_to_the_node_with_the_fewest(targets_per_node: list[int],
 )
 def test_node_addresses(index: int, ip: str, cidr: str) -> None:
     assert (addressing.node_ip(index), addressing.node_pod_cidr(index)) == (ip, cidr)
+
+
+def test_ipvs_sync_adds_new_real_servers_and_deletes_gone_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No IPVS in this kernel: check the ipvsadm batches the dataplane would run, in every node."""
+    batches: list[tuple[list[str], str | None]] = []
+    monkeypatch.setattr(ipvs, "run", lambda argv, input=None: batches.append((list(argv), input)))
+    dataplane = ipvs.IpvsDataplane(CONTEXT)
+    dataplane.setup()
+    assert any("kube-ipvs0 type dummy" in (text or "") for _, text in batches)
+    assert ("-A -t 10.96.0.10:80 -s rr\n-A -t 172.18.0.2:30080 -s rr\n") in [text for _, text in batches]
+    batches.clear()
+    dataplane.sync(ENDPOINTS[:2])
+    dataplane.sync(ENDPOINTS[1:3])
+    first, second = (text or "" for argv, text in batches if argv[-2:] == ["ipvsadm", "-R"])
+    assert "-a -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 1" in first
+    assert "-a -t 172.18.0.2:30080 -r 10.244.1.2:8080 -m -w 1" in first
+    assert second.splitlines() == [
+        "-d -t 10.96.0.10:80 -r 10.244.0.2:8080",
+        "-a -t 10.96.0.10:80 -r 10.244.0.3:8080 -m -w 1",
+        "-d -t 172.18.0.2:30080 -r 10.244.0.2:8080",
+        "-a -t 172.18.0.2:30080 -r 10.244.0.3:8080 -m -w 1",
+    ]

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -365,7 +365,7 @@ def _failure_from_log(name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _ignoring_interrupts() -> Any:
+def _ignoring_interrupts() -> Iterator[None]:
     """Let a teardown finish even if Ctrl-C is pressed again (main thread only: signals live there)."""
     if threading.current_thread() is not threading.main_thread():
         yield
