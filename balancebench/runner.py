@@ -20,7 +20,7 @@ from pathlib import Path
 
 from analysis.manifest import CellMeta, HostInfo, LoadSpec, PodRef, Run, write_run
 from balancebench.clusters.base import Cluster, ClusterSpec, get_provider
-from balancebench.errors import InvalidInput, RunError
+from balancebench.errors import InvalidInput, MissingFeature, RunError
 from balancebench.loadrun import CellLoad, CellProgress, CellResult, run_cell
 from balancebench.scenario import Cell, Scenario
 from loadtests.policy import parse_policy
@@ -57,6 +57,43 @@ def prepare_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
+def cluster_spec(scenario: Scenario, dataplane: str) -> ClusterSpec:
+    """The cluster a scenario's cells of ``dataplane`` run on (named after this process: runs coexist)."""
+    return ClusterSpec(
+        name=f"bb{os.getpid()}-{dataplane}"[:32],
+        nodes=scenario.cluster.nodes,
+        targets=scenario.cluster.targets,
+        sources=scenario.cluster.sources,
+        dataplane=dataplane,
+        echo_args=scenario.echo.flags(),
+        pod_echo_args=scenario.echo.pod_flags(),
+    )
+
+
+def plan(scenario: Scenario) -> tuple[Scenario, dict[str, str]]:
+    """Check every cluster the scenario needs on this machine before anything is created.
+
+    Returns the scenario with ``dataplanes: all`` resolved to the dataplanes this machine has, and the
+    skipped ones with the reason. A dataplane named explicitly that cannot run here is an error (exit 2).
+    """
+    provider = get_provider(scenario.cluster.provider)
+    available: list[str] = []
+    skipped: dict[str, str] = {}
+    for dataplane in scenario.dataplane_list():
+        try:
+            provider.check(cluster_spec(scenario, dataplane))
+        except MissingFeature as exc:
+            if scenario.dataplanes != "all":
+                raise
+            skipped[dataplane] = str(exc)
+        else:
+            available.append(dataplane)
+    if not available:
+        reasons = "; ".join(skipped.values())
+        raise MissingFeature(f"no dataplane of this scenario can run on this machine: {reasons}")
+    return scenario.model_copy(update={"dataplanes": available}), skipped
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -65,8 +102,8 @@ def run_scenario(
     on_event: Callable[[RunEvent], None] | None = None,
 ) -> Run:
     """Measure every cell of ``scenario`` into the empty ``run_dir``; return the final run.json."""
-    cells = scenario.cells()
     provider = get_provider(scenario.cluster.provider)
+    cells = scenario.cells()
     run = Run(
         scenario=scenario.name,
         scenario_file=str(scenario_file),
@@ -78,16 +115,8 @@ def run_scenario(
     write_run(run_dir, run)
     emit = on_event or (lambda event: None)
     index = 0
-    for dataplane in scenario.dataplanes:
-        spec = ClusterSpec(
-            name=f"bb{os.getpid()}-{dataplane}"[:32],
-            nodes=scenario.cluster.nodes,
-            targets=scenario.cluster.targets,
-            sources=scenario.cluster.sources,
-            dataplane=dataplane,
-            echo_args=scenario.echo.flags(),
-            pod_echo_args=scenario.echo.pod_flags(),
-        )
+    for dataplane in scenario.dataplane_list():
+        spec = cluster_spec(scenario, dataplane)
         dataplane_cells = [cell for cell in cells if cell.dataplane == dataplane]
         emit(RunEvent(cell=dataplane_cells[0], index=index, total=len(cells), phase="cluster up"))
         with provider.up(spec) as cluster:

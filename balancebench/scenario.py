@@ -180,13 +180,29 @@ class Scenario(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
     cluster: ClusterConfig = ClusterConfig()
-    dataplanes: list[Dataplane] = Field(default_factory=_default_dataplanes, min_length=1)
+    dataplanes: list[Dataplane] | Literal["all"] = Field(default_factory=_default_dataplanes, min_length=1)
+    """The dataplanes to measure, or ``all``: every one this machine has (the runner resolves it)."""
     path: Literal["clusterip"] = "clusterip"
     echo: EchoConfig = EchoConfig()
     load: LoadConfig = LoadConfig()
     policies: list[Annotated[PolicyEntry, BeforeValidator(_policy_entry)]] = Field(min_length=1)
     repetitions: int = Field(1, ge=1, le=100)
     seed: int | None = None
+
+    @field_validator("dataplanes", mode="before")
+    @classmethod
+    def _known_dataplanes(cls, value: object) -> object:
+        choices = f"{', '.join(DATAPLANES)}, or all"
+        if value == "all":
+            return value
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"list the dataplanes to measure, e.g. [nftables, ebpf], from {choices}")
+        for name in value:
+            if name not in DATAPLANES:
+                raise ValueError(f"unknown dataplane {name!r}: choose from {choices}")
+        return value
 
     @field_validator("policies")
     @classmethod
@@ -218,6 +234,10 @@ class Scenario(_Strict):
         except ValidationError as exc:
             raise ValueError(f"load of policy {entry.label!r}: {_first_error(exc)}") from exc
 
+    def dataplane_list(self) -> list[str]:
+        """The dataplanes named by the scenario; ``all`` stands for every dataplane there is."""
+        return list(DATAPLANES) if self.dataplanes == "all" else list(self.dataplanes)
+
     def cells(self) -> list[Cell]:
         """Every (dataplane, policy, repetition) this scenario measures, in run order."""
         return [
@@ -229,7 +249,7 @@ class Scenario(_Strict):
                 load=self.load_for(entry),
                 repetition=rep,
             )
-            for dataplane in self.dataplanes
+            for dataplane in self.dataplane_list()
             for rep in range(self.repetitions)
             for entry in self.policies
         ]

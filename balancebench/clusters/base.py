@@ -193,6 +193,10 @@ class Provider(Protocol):
 
     name: str
 
+    def check(self, spec: ClusterSpec) -> None:
+        """Raise InvalidInput (or MissingFeature) if ``spec`` cannot be brought up on this machine."""
+        ...
+
     def up(self, spec: ClusterSpec, *, detach: bool = False) -> Cluster:
         """Create the cluster and wait until every echo pod answers; roll back on any failure.
 

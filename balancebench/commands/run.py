@@ -32,12 +32,14 @@ def run(
     """Run every cell of a scenario (one cluster per dataplane) and write summary.json/.md and report.html."""
     from analysis.report import write_report
     from analysis.summary import render_text
-    from balancebench.runner import default_run_dir, point_latest, prepare_run_dir, run_scenario
+    from balancebench.runner import default_run_dir, plan, point_latest, prepare_run_dir, run_scenario
     from balancebench.scenario import load_scenario
 
-    scenario = load_scenario(scenario_file, overrides=overrides or ())
+    scenario, skipped = plan(load_scenario(scenario_file, overrides=overrides or ()))
     run_dir = prepare_run_dir(out or default_run_dir(scenario))
     console = Console(stderr=True)
+    for dataplane, reason in skipped.items():
+        console.print(f"skipping dataplane {dataplane}: {reason}", highlight=False)
     console.print(f"[bold]{scenario.name}[/]: {len(scenario.cells())} cells → {run_dir}")
     display = _Progress()
     with Live(display.render(), console=console, refresh_per_second=4, transient=True) as live:

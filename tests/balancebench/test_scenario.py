@@ -79,7 +79,8 @@ def test_overrides_apply_before_validation(tmp_path: Path) -> None:
         ("cluster: {targets: 0}\n", "cluster.targets", "greater than or equal to 1"),
         ("load: {duration: -5s}\n", "load.duration", "zero or a positive duration"),
         ("load: {duration: 2s, warmup: 3s}\n", "load", "shorter than duration"),
-        ("dataplanes: [bogus]\n", "dataplanes.0", "'nftables', 'iptables', 'ipvs' or 'ebpf'"),
+        ("dataplanes: [bogus]\n", "dataplanes", "unknown dataplane 'bogus': choose from nftables, iptables"),
+        ("dataplanes: everything\n", "dataplanes", "unknown dataplane 'everything'"),
         ("load: {model: open}\n", "load", "needs rate"),
         ("echo: {pods: {web-1: {latency: 5ms}}}\n", "echo.pods", "echo-0"),
     ],
@@ -125,4 +126,47 @@ def test_cli_rejects_invalid_scenario_with_one_line_and_exit_2(tmp_path: Path) -
     assert len(lines) == 1, done.stderr
     assert "cluster.targets" in lines[0] and str(path) in lines[0]
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_all_dataplanes_resolve_to_what_this_machine_has(tmp_path: Path) -> None:
+    from balancebench.clusters.netns.dataplanes import check
+    from balancebench.errors import MissingFeature
+    from balancebench.runner import plan
+
+    def runs_here(dataplane: str) -> bool:
+        try:
+            check(dataplane)
+        except MissingFeature:
+            return False
+        return True
+
+    path = tmp_path / "all.yaml"
+    path.write_text(MINIMAL + "dataplanes: all\n")
+    scenario, skipped = plan(load_scenario(path))
+    assert scenario.dataplanes == [d for d in ("nftables", "iptables", "ipvs", "ebpf") if runs_here(d)]
+    assert set(skipped) == {d for d in ("nftables", "iptables", "ipvs", "ebpf") if not runs_here(d)}
+    assert all(reason.startswith("dataplane ") for reason in skipped.values())
+
+
+def test_an_explicit_dataplane_missing_here_fails_before_anything_is_made(tmp_path: Path) -> None:
+    from balancebench.clusters.netns.dataplanes import ipvs
+
+    try:
+        ipvs.check()
+    except Exception:
+        pass
+    else:
+        pytest.skip("this kernel has IPVS, so every dataplane can run here")
+    path = tmp_path / "ipvs.yaml"
+    path.write_text(MINIMAL + "dataplanes: [nftables, ipvs]\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "balancebench", "run", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "IPVS" in done.stderr and "nftables" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

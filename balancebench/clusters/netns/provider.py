@@ -203,9 +203,12 @@ class NetnsProvider:
     def __init__(self, *, echo_command: Sequence[str] = DEFAULT_ECHO_COMMAND) -> None:
         self.echo_command = tuple(echo_command)
 
-    def up(self, spec: ClusterSpec, *, detach: bool = False) -> NetnsCluster:
+    def check(self, spec: ClusterSpec) -> None:
         check_spec(spec)
         check_machine(spec.dataplane)
+
+    def up(self, spec: ClusterSpec, *, detach: bool = False) -> NetnsCluster:
+        self.check(spec)
         runtime.collect_garbage()
         lock = runtime.claim(spec.name)
         listener: socket.socket | None = None
