@@ -19,7 +19,7 @@ import pytest
 
 from balancebench.clusters.base import ClusterSpec
 from balancebench.clusters.netns import NetnsProvider, runtime
-from tests.clusters.conftest import Traces, leak_test_dataplane, require, unique_name
+from tests.clusters.conftest import PodClient, Traces, leak_test_dataplane, require, unique_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -45,6 +45,22 @@ def _end_with_down(spec: ClusterSpec) -> Traces:
     assert NetnsProvider().delete(spec.name) is True
     assert NetnsProvider().delete(spec.name) is False  # idempotent: nothing left to remove
     assert client.wait(timeout=10) != 0
+    return traces
+
+
+def _end_with_down_after_a_pod_died_under_a_connection(spec: ClusterSpec) -> Traces:
+    """A connection to a killed pod leaves its client's socket retransmitting into the void (for minutes,
+    keeping its namespace and cgroup alive in the kernel): down must not wait for that to end."""
+    cluster = NetnsProvider().up(spec, detach=True)
+    client = PodClient(cluster, "source-0")
+    try:
+        pod = client.run("keep", 1)[0].split()[0]
+        cluster.kill(pod)
+        assert client.run("keep", 1)[0].startswith("error")
+        traces = Traces.of(spec.name)
+    finally:
+        client.close()
+    assert NetnsProvider().delete(spec.name) is True
     return traces
 
 
@@ -120,6 +136,7 @@ def _end_with_death_of_attached_owner(spec: ClusterSpec) -> Traces:
     ("tag", "end"),
     [
         ("down", _end_with_down),
+        ("pod-died", _end_with_down_after_a_pod_died_under_a_connection),
         ("kill-sup", _end_with_sigkill_of_supervisor),
         ("kill-keeper", _end_with_sigkill_of_keeper),
         ("ctrl-c", _end_with_ctrl_c_during_up),

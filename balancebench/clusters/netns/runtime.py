@@ -19,8 +19,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -150,8 +153,35 @@ def _remove_cgroup_once(path: Path) -> None:
             for pid in (cgroup / "cgroup.procs").read_text().split():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
+        detach_programs(cgroup)
         with contextlib.suppress(FileNotFoundError):
             cgroup.rmdir()
+
+
+def detach_programs(cgroup: Path) -> None:
+    """Detach every BPF program from ``cgroup``.
+
+    A removed cgroup only releases its programs once the kernel frees it, and sockets created in it keep
+    it (a connection to a pod that died retransmits for minutes): detaching frees them now.
+    """
+    if shutil.which("bpftool") is None or not cgroup.is_dir():
+        return
+    shown = subprocess.run(
+        ["bpftool", "--json", "cgroup", "show", str(cgroup)], capture_output=True, text=True
+    )
+    if shown.returncode != 0 or not shown.stdout.strip():
+        return
+    for program in json.loads(shown.stdout):
+        detach = [
+            "bpftool",
+            "cgroup",
+            "detach",
+            str(cgroup),
+            program["attach_type"],
+            "id",
+            str(program["id"]),
+        ]
+        subprocess.run(detach, capture_output=True)
 
 
 def find_supervisor_pid(name: str) -> int | None:
