@@ -1,10 +1,12 @@
 """Where a netns cluster's host-side traces live, and how they are found again and garbage-collected.
 
-A cluster leaves exactly three kinds of objects outside its sandbox, all named after the cluster:
+A cluster leaves only these objects outside its sandbox, all named after the cluster:
 
     RUNTIME_DIR/<name>.lock   held (flock) by the cluster's keeper for as long as any part of it lives
     RUNTIME_DIR/<name>.sock   the supervisor's control socket
-    <cgroup2>/balancebench-<name>/<pod>   pod cgroups (ebpf dataplane only: connect4 attaches there)
+    RUNTIME_DIR/<name>.log    keeper and supervisor log; kept after an abnormal end, for the post-mortem
+    <cgroup2>/balancebench-<name>[/<pod>]   ebpf dataplane only: connect4 is attached to the cluster's
+                              cgroup, and every pod process lives in its pod's
 
 State is discovered, not stored: a cluster runs exactly when its lock is held, so a crash (even SIGKILL of
 every process) never leaves something ``list`` cannot see, and ``collect_garbage`` removes what a dead

@@ -207,7 +207,8 @@ class Supervisor:
         # Abort every connection the dead processes left: with the links about to vanish, their FINs would
         # otherwise be retransmitted for minutes, keeping namespaces and cgroups alive in the kernel.
         for name in [*self.pods, *self.node_names]:
-            run(_in(name, ["ss", "-K", "-t", "-a"]), check=False)
+            with contextlib.suppress(ClusterError):
+                run(_in(name, ["ss", "-K", "-t", "-a"]), check=False)
         if self.cgroup is not None:
             try:
                 remove_cgroup_tree(self.cgroup)
@@ -500,7 +501,8 @@ class Supervisor:
             await asyncio.sleep(0.01)  # lets the SIGCHLD handler reap our own children
         # Abort what the dead processes left half-closed, so their peers get a reset now instead of
         # retransmitting into a vanished pod for minutes (keeping their namespaces alive in the kernel).
-        run(_in(pod.name, ["ss", "-K", "-t", "-a"]), check=False)
+        with contextlib.suppress(ClusterError):
+            run(_in(pod.name, ["ss", "-K", "-t", "-a"]), check=False)
         with contextlib.suppress(ClusterError):
             run(["ip", "-n", addressing.node_name(pod.node), "link", "del", pod.veth])
         with contextlib.suppress(ClusterError):
