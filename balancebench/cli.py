@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="balancebench", standalone_mode=False)
     except typer.Exit as exc:
+        if exc.exit_code == 130:  # typer's translation of Ctrl-C
+            print("balancebench: interrupted", file=sys.stderr)
         return exc.exit_code
     except click_exceptions.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
