@@ -160,7 +160,9 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
             entry["load_model"] + (f", concurrency {entry['concurrency']}" if entry["concurrency"] else ""),
         ),
         ("requests", f"{entry['requests']:,}"),
-        ("server counted", f"{entry['server_requests']:,}" if entry["server_requests"] is not None else "–"),
+        ("warm-up excluded", f"{entry['warmup_excluded']:,}"),
+        # The servers count every request they answered, warm-up included.
+        ("servers counted", f"{entry['server_requests']:,}" if entry["server_requests"] is not None else "–"),
     ]
     fact_html = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)
     details = "".join(f"<li>{_e(line)}</li>" for line in detail_lines(entry))
