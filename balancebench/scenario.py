@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -161,6 +161,27 @@ class PolicyEntry(_Strict):
     name: str | None = None
     load: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, text: str) -> str:
+        from loadtests.policy import PolicyError, parse_policy
+
+        try:
+            parse_policy(text)
+        except PolicyError as exc:
+            raise ValueError(str(exc)) from exc
+        return text
+
+    @field_validator("load")
+    @classmethod
+    def _load_fields(cls, load: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(load) - set(LoadConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown field {unknown[0]!r}: allowed are {', '.join(LoadConfig.model_fields)}"
+            )
+        return load
+
     @property
     def label(self) -> str:
         return self.name or self.policy
@@ -206,15 +227,9 @@ class Scenario(_Strict):
 
     @field_validator("policies")
     @classmethod
-    def _known_policies(cls, entries: list[PolicyEntry]) -> list[PolicyEntry]:
-        from loadtests.policy import PolicyError, parse_policy
-
+    def _unique_labels(cls, entries: list[PolicyEntry]) -> list[PolicyEntry]:
         labels: set[str] = set()
         for entry in entries:
-            try:
-                parse_policy(entry.policy)
-            except PolicyError as exc:
-                raise ValueError(str(exc)) from exc
             if entry.label in labels:
                 raise ValueError(f"policy {entry.label!r} is listed twice: give one of them a 'name'")
             labels.add(entry.label)
@@ -232,7 +247,7 @@ class Scenario(_Strict):
         try:
             return LoadConfig.model_validate({**self.load.model_dump(), **entry.load})
         except ValidationError as exc:
-            raise ValueError(f"load of policy {entry.label!r}: {_first_error(exc)}") from exc
+            raise ValueError(f"load of policy {entry.label!r}: {_first_error(exc, LoadConfig)}") from exc
 
     def dataplane_list(self) -> list[str]:
         """The dataplanes named by the scenario; ``all`` stands for every dataplane there is."""
@@ -267,16 +282,48 @@ class Cell:
     repetition: int
 
 
-def _first_error(exc: ValidationError) -> str:
+def _first_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "scenario"
+    loc = error["loc"]
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "unknown field"
+        allowed = _fields_at(model or Scenario, loc[:-1])
+        message = "unknown field" + (f": allowed are {', '.join(allowed)}" if allowed else "")
     elif error["type"] == "literal_error":
         message = f"{message} (got {error.get('input')!r})"
     more = len(exc.errors()) - 1
-    return f"{where}: {message}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+    where = ".".join(str(part) for part in loc)
+    return (
+        (f"{where}: " if where else "")
+        + message
+        + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+    )
+
+
+def _fields_at(model: type[BaseModel], path: Sequence[str | int]) -> list[str]:
+    """The field names of the model found at ``path`` (list indices and dict keys step through)."""
+    current: object = model
+    for part in path:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            continue  # a list index or a dict key: the container's items are the same model
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: object) -> object:
+    """The pydantic model an annotation holds, directly or inside list/dict/Optional/Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in reversed(get_args(annotation)):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

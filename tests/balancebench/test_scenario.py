@@ -75,7 +75,11 @@ def test_overrides_apply_before_validation(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "field", "hint"),
     [
-        ("colour: blue\n", "colour", "unknown field"),
+        ("colour: blue\n", "colour", "unknown field: allowed are name, description, cluster"),
+        ("cluster: {nodez: 2}\n", "cluster.nodez", "allowed are provider, nodes, targets, sources"),
+        ("echo: {pods: {echo-0: {latncy: 5ms}}}\n", "echo.pods.echo-0.latncy", "allowed are latency,"),
+        ("policies: [{policy: okhttp, load: {thinktime: 1s}}]\n", "policies.0.load", "'thinktime'"),
+        ("policies: [okhttp, bogus-client]\n", "policies.1.policy", "presets are keepalive"),
         ("cluster: {targets: 0}\n", "cluster.targets", "greater than or equal to 1"),
         ("load: {duration: -5s}\n", "load.duration", "zero or a positive duration"),
         ("load: {duration: 2s, warmup: 3s}\n", "load", "shorter than duration"),
@@ -112,9 +116,20 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_scenario(bad)
 
 
-def test_cli_rejects_invalid_scenario_with_one_line_and_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ("colour: blue\n", "colour"),
+        ("policies: [okhttp, bogus-client]\n", "policies.1.policy"),
+        ("load: {duration: -5s}\n", "load.duration"),
+        ("cluster: {targets: 0}\n", "cluster.targets"),
+    ],
+)
+def test_cli_rejects_invalid_scenario_with_one_line_and_exit_2(
+    tmp_path: Path, extra: str, field: str
+) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(MINIMAL + "cluster: {targets: 0}\n")
+    path.write_text(MINIMAL + extra)
     done = subprocess.run(
         [sys.executable, "-m", "balancebench", "run", str(path), "--out", str(tmp_path / "out")],
         capture_output=True,
@@ -124,7 +139,7 @@ def test_cli_rejects_invalid_scenario_with_one_line_and_exit_2(tmp_path: Path) -
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert "cluster.targets" in lines[0] and str(path) in lines[0]
+    assert lines[0].startswith(f"balancebench: {path}: {field}: ")
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
 
