@@ -58,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="balancebench", standalone_mode=False)
     except typer.Exit as exc:
-        if exc.exit_code == 130:  # typer's translation of Ctrl-C
-            print("balancebench: interrupted", file=sys.stderr)
-        return exc.exit_code
+        result = exc.exit_code
     except click_exceptions.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         print(f"balancebench: {exc.format_message()}{hint}", file=sys.stderr)
@@ -71,4 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         print("balancebench: interrupted", file=sys.stderr)
         return 130
+    if result == 130:  # typer turns Ctrl-C into a quiet exit code 130
+        print("balancebench: interrupted", file=sys.stderr)
     return result if isinstance(result, int) else 0

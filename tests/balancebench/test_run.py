@@ -1,0 +1,111 @@
+"""`balancebench run` end to end on the embedded cluster: summary.json contract, totals, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from balancebench.clusters.netns.provider import check_machine
+from balancebench.errors import MissingFeature
+
+SCENARIO = """
+name: tiny
+cluster: {nodes: 2, targets: 4, sources: 2}
+dataplanes: [nftables]
+load: {users_per_source: 1, duration: 3s, warmup: 0.5s}
+policies: [keepalive, per-request]
+seed: 7
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_netns() -> None:
+    try:
+        check_machine("nftables")
+    except MissingFeature as exc:
+        pytest.skip(str(exc))
+
+
+def _balancebench(*args: str, **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "balancebench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def test_run_writes_the_summary_contract_with_exact_totals(tmp_path: Path) -> None:
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(SCENARIO)
+    out = tmp_path / "run"
+    done = _balancebench("run", str(scenario), "--out", str(out))
+    stdout, stderr = done.communicate(timeout=180)
+    assert done.returncode == 0, stderr
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["schema"] == 1
+    cells = {cell["cell"]: cell for cell in summary["cells"]}
+    assert set(cells) == {"nftables/keepalive", "nftables/per-request"}
+    for cell in cells.values():
+        for key in ("dataplane", "policy", "path", "requests", "errors", "server_requests", "pods",
+                    "balance", "latency_ms", "connections"):  # fmt: skip
+            assert key in cell, key
+        assert set(cell["balance"]) >= {"jain", "max_mean", "cov", "chi2_p"}
+        assert set(cell["latency_ms"]) >= {"p50", "p90", "p99", "p999"}
+        assert cell["errors"] == 0
+        # The servers count warm-up requests too; the records hold every one of them.
+        assert cell["server_requests"] == cell["requests"] + cell["warmup_excluded"]
+        assert len(cell["pods"]) == 4
+    keepalive, per_request = cells["nftables/keepalive"], cells["nftables/per-request"]
+    assert keepalive["pods_used"] <= 2 and keepalive["sockets_used"] == 2
+    assert per_request["pods_used"] == 4 and per_request["balance"]["jain"] > keepalive["balance"]["jain"]
+    assert keepalive["policy"] == "keepalive" and keepalive["path"] == "clusterip"
+
+    assert (out / "report.html").stat().st_size > 100_000
+    assert "keepalive, nftables:" in (out / "summary.md").read_text()
+    assert "cells ranked by balance" in stdout
+    run = json.loads((out / "run.json").read_text())
+    assert [c["cell"] for c in run["cells"]] == ["nftables/keepalive", "nftables/per-request"]
+
+
+def test_ctrl_c_keeps_what_was_measured_and_leaves_nothing(tmp_path: Path) -> None:
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(SCENARIO.replace("duration: 3s", "duration: 30s"))
+    out = tmp_path / "run"
+    done = _balancebench("run", str(scenario), "--out", str(out))
+    deadline = time.monotonic() + 60
+    while not list((out / "records").glob("*.parquet")):  # measuring: the first records are flushed
+        assert done.poll() is None and time.monotonic() < deadline, done.communicate()[1]
+        time.sleep(0.2)
+    done.send_signal(signal.SIGINT)
+    _, stderr = done.communicate(timeout=60)
+    assert done.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "balancebench: interrupted"
+    assert "Traceback" not in stderr
+    # The records measured so far stay, and `report` renders them.
+    assert list((out / "records").glob("*.parquet"))
+    report = _balancebench("report", str(out))
+    _, report_err = report.communicate(timeout=120)
+    assert report.returncode == 0, report_err
+    assert (out / "report.html").exists()
+    # The run's cluster went with it (the session guard in tests/conftest.py checks every trace too).
+    lingering = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _has_label(p, os.getpid())]
+    assert lingering == []
+
+
+def _has_label(proc: Path, own_pid: int) -> bool:
+    if int(proc.name) == own_pid:
+        return False
+    try:
+        return b"BALANCEBENCH_CLUSTER=bb" in (proc / "environ").read_bytes()
+    except OSError:
+        return False
