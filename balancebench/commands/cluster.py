@@ -55,9 +55,9 @@ def up(
     status = cluster.status()
     service = status.service
     typer.echo(
-        f"cluster {name} is up in {time.monotonic() - started:.1f}s: {len(status.nodes)} nodes, "
-        f"{len(status.targets())} echo pods, {len(status.sources())} source pods, "
-        f"dataplane {status.dataplane}"
+        f"cluster {name} is up in {time.monotonic() - started:.1f}s: "
+        f"{_count(len(status.nodes), 'node')}, {_count(len(status.targets()), 'echo pod')}, "
+        f"{_count(len(status.sources()), 'source pod')}, dataplane {status.dataplane}"
     )
     typer.echo(f"service echo: http://{service.cluster_ip}:{service.port}/ (NodePort {service.node_port})")
     source = status.sources()[0].name
@@ -160,3 +160,7 @@ def list_() -> None:
     """Names of the running clusters, one per line."""
     for name in get_provider("netns").list():
         typer.echo(name)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
