@@ -1,8 +1,10 @@
 """Writes the per-request records (schema: :mod:`analysis.records`) as Parquet parts, flushed incrementally.
 
 Each load-generator process owns one :class:`RecordWriter` and writes its own files,
-``<records_dir>/<source_pod>-<pid>-<seq>.parquet``; a part is written to a hidden temporary name and
-renamed, so a reader never sees half a file and an interrupted run keeps every part already flushed.
+``<records_dir>/<source_pod>-<writer token>-<seq>.parquet``; a part is written to a hidden temporary name and
+then linked to its final name, so a reader never sees half a file, an interrupted run keeps every part already
+flushed, and no part ever replaces another. The token is random, not the pid: pods in different sandboxes
+(one cluster per dataplane) reuse the same small pids.
 
     writer = RecordWriter(Path("results/run/records"), source_pod="client-0")
     writer.add(Record(ts=..., cell=..., ...))
@@ -12,6 +14,7 @@ renamed, so a reader never sees half a file and an interrupted run keeps every p
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from pathlib import Path
 from typing import NamedTuple
@@ -62,6 +65,7 @@ class RecordWriter:
         self.parts: list[Path] = []
         self._rows: list[Record] = []
         self._seq = 0
+        self.token = secrets.token_hex(6)
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -82,11 +86,14 @@ class RecordWriter:
         arrays = [pa.array(col, type=fld.type) for col, fld in zip(columns, RECORD_SCHEMA, strict=True)]
         table = pa.Table.from_arrays(arrays, schema=RECORD_SCHEMA)
         self._seq += 1
-        name = f"{self.source_pod}-{os.getpid()}-{self._seq:05d}.parquet"
+        name = f"{self.source_pod}-{self.token}-{self._seq:05d}.parquet"
         final = self.directory / name
         temporary = self.directory / f".{name}.tmp"
         pq.write_table(table, temporary)
-        os.replace(temporary, final)
+        try:
+            os.link(temporary, final)  # fails rather than replace an existing part
+        finally:
+            os.unlink(temporary)
         self.rows_written += len(rows)
         self.parts.append(final)
         return final

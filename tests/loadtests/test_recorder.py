@@ -26,9 +26,9 @@ def test_parts_follow_the_schema_and_flush_incrementally(tmp_path: Path) -> None
     assert writer.pending == 2 and len(writer.parts) == 2  # 4 + 4 written by size
     last = writer.flush()
     assert writer.flush() is None
-    assert last is not None and last.name == f"client-0-{os.getpid()}-00003.parquet"
+    assert last is not None and last.name == f"client-0-{writer.token}-00003.parquet"
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [f"client-0-{os.getpid()}-{n:05d}.parquet" for n in (1, 2, 3)]
+    assert names == [f"client-0-{writer.token}-{n:05d}.parquet" for n in (1, 2, 3)]
     table = pq.read_table(sorted(tmp_path.iterdir()))
     assert table.schema.equals(RECORD_SCHEMA, check_metadata=False)
     assert tuple(table.column_names) == COLUMNS
@@ -36,6 +36,17 @@ def test_parts_follow_the_schema_and_flush_incrementally(tmp_path: Path) -> None
     rows = table.to_pylist()
     assert rows[9]["error"] == "reset" and rows[9]["status"] == 0
     assert [r["warmup"] for r in rows[:3]] == [True, True, False]
+
+
+def test_writers_never_overwrite_each_others_parts(tmp_path: Path) -> None:
+    # Two processes with the same pod name (and, in two sandboxes, the same pid) write side by side.
+    first = RecordWriter(tmp_path, source_pod="client-0")
+    second = RecordWriter(tmp_path, source_pod="client-0")
+    first.add(record(1))
+    second.add(record(2))
+    assert first.flush() != second.flush()
+    assert pq.read_table(sorted(tmp_path.iterdir())).num_rows == 2
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
 @pytest.mark.parametrize(
