@@ -51,17 +51,6 @@ STARTUP_GRACE = 60.0
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
-_DIE_WITH_PARENT = (
-    "import ctypes, os, signal, sys; ppid = os.getppid(); "
-    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0); "  # PR_SET_PDEATHSIG
-    "os.getppid() == ppid or sys.exit(143); os.execv(sys.argv[1], sys.argv[1:])"
-)
-"""Launcher: the program gets SIGTERM when the process that started it dies.
-
-``Cluster.exec`` may hand back a wrapper (``nsenter`` for netns pods) whose death would otherwise leave the
-program running; with this, killing what ``exec`` returned — or the caller dying — ends Locust too, and
-Locust flushes its records on SIGTERM."""
-
 
 @dataclass(frozen=True, kw_only=True)
 class CellLoad:
@@ -257,7 +246,8 @@ def run_cell(
     users = load.users_per_source * len(sources)
     run_time = math.ceil(load.duration)
     options = load.locust_options(records_dir)
-    common = [python, "-c", _DIE_WITH_PARENT, python, "-m", "locust", "-f", str(LOCUSTFILE)]
+    # Killing what Cluster.exec returned ends Locust too (SIGTERM: it flushes its records first).
+    common = [python, "-m", "locust", "-f", str(LOCUSTFILE)]
     master_argv = [
         *common, "--master", "--headless", "--only-summary",
         "--master-bind-port", str(master_port),

@@ -125,15 +125,21 @@ def run_scenario(
                 _wait_for_clean_cluster(cluster)
                 emit(RunEvent(cell=cell, index=index, total=len(cells), phase="running"))
                 started = datetime.now(UTC)
-                result = run_cell(
-                    cluster,
-                    cell_load(cell, seed=scenario.seed),
-                    run_dir,
-                    progress=lambda p, c=cell, i=index: emit(  # type: ignore[misc]
-                        RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
-                    ),
-                )
-                result.raise_for_mismatch()
+                try:
+                    result = run_cell(
+                        cluster,
+                        cell_load(cell, seed=scenario.seed),
+                        run_dir,
+                        progress=lambda p, c=cell, i=index: emit(  # type: ignore[misc]
+                            RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
+                        ),
+                    )
+                    result.raise_for_mismatch()
+                except BaseException:
+                    # Keep what the cut-short cell measured readable: its pods and load, marked incomplete.
+                    meta = cell_meta(scenario, cell, cluster, None, started)
+                    write_run(run_dir, run.model_copy(update={"cells": (*run.cells, meta)}))
+                    raise
                 run = run.model_copy(
                     update={"cells": (*run.cells, cell_meta(scenario, cell, cluster, result, started))}
                 )
@@ -163,9 +169,11 @@ def cell_load(cell: Cell, *, seed: int | None = None) -> CellLoad:
 
 
 def cell_meta(
-    scenario: Scenario, cell: Cell, cluster: Cluster, result: CellResult, started: datetime
+    scenario: Scenario, cell: Cell, cluster: Cluster, result: CellResult | None, started: datetime
 ) -> CellMeta:
-    """run.json's record of a cell: what ran, against which pods, and what the servers counted."""
+    """run.json's record of a cell: what ran, against which pods, and what the servers counted.
+
+    ``result`` is None for a cell cut short (an error or Ctrl-C): it is marked ``"complete": false``."""
     status = cluster.status()
     policy = parse_policy(cell.policy)
     load = cell.load
@@ -197,9 +205,10 @@ def cell_meta(
         concurrency=max(1, concurrency),
         target_pods=tuple(PodRef(name=p.name, node=p.node) for p in status.targets()),
         source_pods=tuple(PodRef(name=p.name, node=p.node) for p in status.sources()),
-        server_requests=result.server_requests,
+        server_requests=None if result is None else result.server_requests,
         started=started,
         finished=datetime.now(UTC),
+        complete=result is not None,
     )
 
 

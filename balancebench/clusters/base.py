@@ -151,8 +151,8 @@ class Cluster(Protocol):
         stderr: int | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside ``pod``'s network, with the downward-API variables
-        ``POD_NAME``, ``POD_IP`` and ``NODE_NAME`` set (plus ``env``). The caller owns the process;
-        it also ends when the cluster goes down."""
+        ``POD_NAME``, ``POD_IP`` and ``NODE_NAME`` set (plus ``env``). The caller owns the process:
+        terminating or killing it ends the program (with SIGTERM), and so does the cluster going down."""
         ...
 
     def scale(self, targets: int) -> ClusterStatus:

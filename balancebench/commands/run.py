@@ -51,12 +51,39 @@ def run(
             if event.phase == "done" and event.result is not None:
                 live.console.print(f"  ✓ {event.result.summary()}")
 
-        run_scenario(scenario, scenario_file=scenario_file, run_dir=run_dir, on_event=on_event)
+        try:
+            run_scenario(scenario, scenario_file=scenario_file, run_dir=run_dir, on_event=on_event)
+        except BaseException:
+            _report_finished_cells(run_dir, console)
+            raise
     written = write_report(run_dir)
     if out is None:
         point_latest(run_dir)
     typer.echo(render_text(written.summary), nl=False)
     console.print(f"report: {written.report_html}")
+
+
+def _report_finished_cells(run_dir: Path, console: Console) -> None:
+    """After a failure or Ctrl-C, render what the finished cells measured, so nothing measured is lost."""
+    from analysis.manifest import load_run
+    from analysis.report import write_report
+
+    try:
+        cells = load_run(run_dir).cells
+        if not cells:
+            return
+        written = write_report(run_dir)
+    except Exception as exc:  # the original failure is what the user must see; this is a bonus
+        console.print(f"no report of the measured cells: {exc}", highlight=False)
+        return
+    cut = [cell.cell for cell in cells if getattr(cell, "complete", True) is False]
+    finished = len(cells) - len(cut)
+    console.print(
+        f"report of the {finished} finished cell{'s' * (finished != 1)}"
+        + (f" and the cut-short {', '.join(cut)}" if cut else "")
+        + f": {written.report_html}",
+        highlight=False,
+    )
 
 
 class _Progress:

@@ -79,27 +79,53 @@ def test_run_writes_the_summary_contract_with_exact_totals(tmp_path: Path) -> No
 
 def test_ctrl_c_keeps_what_was_measured_and_leaves_nothing(tmp_path: Path) -> None:
     scenario = tmp_path / "tiny.yaml"
-    scenario.write_text(SCENARIO.replace("duration: 3s", "duration: 30s"))
+    # A short first cell, then a long one that Ctrl-C cuts short.
+    scenario.write_text(
+        SCENARIO.replace(
+            "policies: [keepalive, per-request]",
+            "policies: [keepalive, {policy: per-request, load: {duration: 60s}}]",
+        )
+    )
     out = tmp_path / "run"
     done = _balancebench("run", str(scenario), "--out", str(out))
-    deadline = time.monotonic() + 60
-    while not list((out / "records").glob("*.parquet")):  # measuring: the first records are flushed
+    deadline = time.monotonic() + 90
+    while (
+        len(json.loads((out / "run.json").read_text()).get("cells", [])) < 1
+        if (out / "run.json").exists()
+        else True
+    ):
+        assert done.poll() is None and time.monotonic() < deadline, done.communicate()[1]
+        time.sleep(0.2)
+    first_cell_parts = len(list((out / "records").glob("*.parquet")))
+    while len(list((out / "records").glob("*.parquet"))) <= first_cell_parts:  # the second cell is measuring
         assert done.poll() is None and time.monotonic() < deadline, done.communicate()[1]
         time.sleep(0.2)
     done.send_signal(signal.SIGINT)
     _, stderr = done.communicate(timeout=60)
     assert done.returncode == 130
-    assert stderr.strip().splitlines()[-1] == "balancebench: interrupted"
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == "balancebench: interrupted"
     assert "Traceback" not in stderr
-    # The records measured so far stay, and `report` renders them.
-    assert list((out / "records").glob("*.parquet"))
-    report = _balancebench("report", str(out))
-    _, report_err = report.communicate(timeout=120)
-    assert report.returncode == 0, report_err
-    assert (out / "report.html").exists()
+    # The finished cell and what the cut one measured are reported; run.json says which was cut short.
+    assert any(
+        line.startswith("report of the 1 finished cell and the cut-short nftables/per-request:")
+        for line in lines
+    ), stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [c["cell"] for c in summary["cells"]] == ["nftables/keepalive", "nftables/per-request"]
+    run = json.loads((out / "run.json").read_text())
+    assert [c.get("complete") for c in run["cells"]] == [True, False]
+    assert len(list((out / "records").glob("*.parquet"))) > first_cell_parts
     # The run's cluster went with it (the session guard in tests/conftest.py checks every trace too).
     lingering = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _has_label(p, os.getpid())]
     assert lingering == []
+
+
+def _finished_cells(run_dir: Path) -> int:
+    try:
+        return len(json.loads((run_dir / "run.json").read_text())["cells"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def _has_label(proc: Path, own_pid: int) -> bool:

@@ -5,17 +5,26 @@ balancebench.clusters.netns.podexec --netns /run/netns/POD [--cgroup DIR] [--cwd
 the sandbox this joins the pod's cgroup (where the ebpf dataplane's connect4 program is attached), goes
 back to the caller's working directory, and execs ``nsenter --net=<pod netns> -- ARGV`` — so the program
 runs in the pod's network with stdin, stdout, stderr and exit code passed straight through.
+
+The program gets SIGTERM when the host-side ``nsenter`` that started it dies (PR_SET_PDEATHSIG survives
+the execs), so killing the process ``exec`` returned — or its caller dying — ends the program too,
+instead of leaving it running in the pod until the cluster goes down.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
+PR_SET_PDEATHSIG = 1
+
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parent = os.getppid()
     parser = argparse.ArgumentParser(prog="balancebench.clusters.netns.podexec")
     parser.add_argument("--netns", required=True)
     parser.add_argument("--cgroup")
@@ -25,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command after --")
+    _die_with_parent(parent)
     if args.cgroup:
         with open(os.path.join(args.cgroup, "cgroup.procs"), "w") as procs:
             procs.write("0")
@@ -35,6 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.chdir("/")  # e.g. a directory under /run, which the sandbox has its own tmpfs on
     os.execvp("nsenter", ["nsenter", f"--net={args.netns}", "--", *command])
     return 127  # not reached: execvp only returns by raising
+
+
+def _die_with_parent(parent: int) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":
