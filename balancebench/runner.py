@@ -1,5 +1,7 @@
 """Run a scenario: one cluster per dataplane, one load cell after another, then the report.
 
+A cell whose records do not account for every request the servers answered does not stop the run: the
+``done`` event carries its result, and the caller reports the disagreement once the report is written.
 Cells of the same dataplane share a cluster; between cells the runner waits until every echo pod has closed
 the previous cell's connections, so a cell never inherits another's kept-alive connections (a clean reuse:
 results stay independent). ``run.json`` is rewritten after every cell and the records are flushed as they are
@@ -134,7 +136,6 @@ def run_scenario(
                             RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
                         ),
                     )
-                    result.raise_for_mismatch()
                 except BaseException:
                     # Keep what the cut-short cell measured readable: its pods and load, marked incomplete.
                     meta = cell_meta(scenario, cell, cluster, None, started)

@@ -33,6 +33,7 @@ def run(
     """Run every cell of a scenario (one cluster per dataplane) and write summary.json/.md and report.html."""
     from analysis.report import write_report
     from analysis.summary import render_text
+    from balancebench.errors import RunError
     from balancebench.runner import default_run_dir, plan, point_latest, prepare_run_dir, run_scenario
     from balancebench.scenario import load_scenario
 
@@ -43,13 +44,20 @@ def run(
         console.print(f"skipping dataplane {dataplane}: {reason}", highlight=False)
     console.print(f"[bold]{scenario.name}[/]: {len(scenario.cells())} cells → {run_dir}")
     display = _Progress()
+    disagreements: list[str] = []
     with Live(display.render(), console=console, refresh_per_second=4, transient=True) as live:
 
         def on_event(event: RunEvent) -> None:
             display.update(event)
             live.update(display.render())
-            if event.phase == "done" and event.result is not None:
-                live.console.print(f"  ✓ {event.result.summary()}")
+            result = event.result
+            if event.phase == "done" and result is not None:
+                mark = "✓" if result.consistent else "✗"
+                live.console.print(f"  {mark} {result.summary()}", highlight=False)
+                if not result.consistent:
+                    disagreements.append(
+                        f"{result.cell} (servers {result.server_requests}, recorded {result.answered})"
+                    )
 
         try:
             run_scenario(scenario, scenario_file=scenario_file, run_dir=run_dir, on_event=on_event)
@@ -61,6 +69,11 @@ def run(
         point_latest(run_dir)
     typer.echo(render_text(written.summary), nl=False)
     console.print(f"report: {written.report_html}")
+    if disagreements:
+        raise RunError(
+            f"records and servers disagree in {len(disagreements)} cell(s): {'; '.join(disagreements)}; "
+            f"see the Locust logs under {run_dir / 'logs'}"
+        )
 
 
 def _report_finished_cells(run_dir: Path, console: Console) -> None:
