@@ -245,6 +245,13 @@ class LoadUser(User):
 
     @task
     def send(self) -> None:
+        # Take delivery of a stop that came while this user was waiting, before anything is sent. Locust
+        # stops a waiting user by killing its greenlet, and gevent delivers that kill on a later turn of the
+        # event loop: a user whose wait had already ended (think time 0 waits in sleep(0)) resumed first and
+        # the kill landed while its next request was in flight, answered by the server but never recorded.
+        # The kill was queued before this yield, so it lands here; from now on the user is running, and a
+        # stop lets the request finish (stop timeout).
+        gevent.sleep(0)
         process = self._process
         intended = self._intended
         if process.schedule is not None and intended is None:

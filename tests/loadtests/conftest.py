@@ -54,12 +54,18 @@ class LocustRun:
 
 
 def run_locust(
-    echo: EchoProcess, records_dir: Path, *, policy: str, users: int = 1, args: Sequence[str] = ()
+    echo: EchoProcess,
+    records_dir: Path,
+    *,
+    policy: str,
+    users: int = 1,
+    args: Sequence[str] = (),
+    locustfile: Path = LOCUSTFILE,
 ) -> LocustRun:
     """One headless local Locust run of the balancebench locustfile against ``echo``; bounded by its args."""
     before = echo_metrics(echo)
     argv = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--only-summary",
         "-u", str(users), "-r", str(users * 100), "-t", "60s", "-s", "10s", "--exit-code-on-error", "0",
         "-H", f"http://{echo.host}:{echo.port}", "--policy", policy, "--cell", "test",
         "--records-dir", str(records_dir), *args,

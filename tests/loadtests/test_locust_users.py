@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import requests
 
 from balancebench.loadrun import LOCUSTFILE
 from tests.loadtests.conftest import echo_metrics, run_locust
@@ -155,3 +156,27 @@ def test_sigterm_keeps_what_was_measured(echo: EchoProcess, tmp_path: Path) -> N
     rows = pq.read_table(tmp_path).num_rows
     # Users are stopped at once on SIGTERM: at most one request per user may be cut off in flight.
     assert served - 2 <= rows <= served
+
+
+@pytest.mark.parametrize("policy", ["jdk", "keepalive"])
+def test_a_user_stopped_while_waiting_sends_nothing_more(
+    echo: EchoProcess, tmp_path: Path, policy: str
+) -> None:
+    # The locustfile stops the user while it waits after its 20th request (think time 0: Locust's sleep(0));
+    # not imported here, as importing Locust would monkey-patch the test process. The
+    # added latency keeps any next request in flight when the kill arrives, so a request sent after the
+    # stop would be answered by the server and missing from the records, every time.
+    faults = f"{echo.admin_url}/admin/faults"
+    requests.put(faults, json={"latency_ms": 50}, timeout=10).raise_for_status()
+    try:
+        run = run_locust(
+            echo,
+            tmp_path,
+            policy=policy,
+            args=["--think-time", "0"],
+            locustfile=Path(__file__).with_name("stop_while_waiting.py"),
+        )
+    finally:
+        requests.put(faults, json={"latency_ms": 0}, timeout=10).raise_for_status()
+    assert run.server_requests == len(run.rows) == 20, run.output  # STOP_AFTER there
+    assert all(r["error"] == "" for r in run.rows)
