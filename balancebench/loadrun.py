@@ -414,12 +414,17 @@ def _server_counts(cluster: Cluster, pods: Sequence[str]) -> tuple[dict[str, int
 
 def requests_total(metrics_text: str) -> int:
     """The sum of ``echo_requests_total`` over its label sets in a Prometheus text exposition."""
-    total = 0.0
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if sample.name == "echo_requests_total":
-                total += sample.value
-    return int(total)
+    return int(metric_sum(metrics_text, "echo_requests_total"))
+
+
+def metric_sum(metrics_text: str, name: str) -> float:
+    """The sum of the samples called ``name`` over their label sets in a Prometheus text exposition."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 from analysis.manifest import CellMeta, HostInfo, LoadSpec, PodRef, Run, write_run
 from balancebench.clusters.base import Cluster, ClusterSpec, get_provider
 from balancebench.errors import InvalidInput, MissingFeature, RunError
-from balancebench.loadrun import CellLoad, CellProgress, CellResult, run_cell
+from balancebench.loadrun import CellLoad, CellProgress, CellResult, metric_sum, run_cell
 from balancebench.scenario import Cell, Scenario
 from loadtests.policy import parse_policy
 
@@ -228,16 +228,11 @@ def _wait_for_clean_cluster(cluster: Cluster, timeout: float = CLEAN_TIMEOUT) ->
 
 
 def _pods_with_connections(cluster: Cluster) -> Sequence[str]:
-    from prometheus_client.parser import text_string_to_metric_families
-
     busy = []
     for pod in cluster.status().targets():
         code, body = cluster.pod_http(pod.name, "/metrics")
-        if code != 200:
-            continue
-        for family in text_string_to_metric_families(body.decode("utf-8", "replace")):
-            if family.name == "echo_connections_active" and any(s.value > 0 for s in family.samples):
-                busy.append(pod.name)
+        if code == 200 and metric_sum(body.decode("utf-8", "replace"), "echo_connections_active") > 0:
+            busy.append(pod.name)
     return busy
 
 
