@@ -127,6 +127,7 @@ def run_scenario(
                 _wait_for_clean_cluster(cluster)
                 emit(RunEvent(cell=cell, index=index, total=len(cells), phase="running"))
                 started = datetime.now(UTC)
+                result: CellResult | None = None
                 try:
                     result = run_cell(
                         cluster,
@@ -136,15 +137,12 @@ def run_scenario(
                             RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
                         ),
                     )
-                except BaseException:
-                    # Keep what the cut-short cell measured readable: its pods and load, marked incomplete.
-                    meta = cell_meta(scenario, cell, cluster, None, started)
-                    write_run(run_dir, run.model_copy(update={"cells": (*run.cells, meta)}))
-                    raise
-                run = run.model_copy(
-                    update={"cells": (*run.cells, cell_meta(scenario, cell, cluster, result, started))}
-                )
-                write_run(run_dir, run)
+                finally:
+                    # A cell cut short (error, Ctrl-C) is recorded too, marked incomplete, so what it
+                    # measured stays readable.
+                    meta = cell_meta(scenario, cell, cluster, result, started)
+                    run = run.model_copy(update={"cells": (*run.cells, meta)})
+                    write_run(run_dir, run)
                 emit(RunEvent(cell=cell, index=index, total=len(cells), phase="done", result=result))
     run = run.model_copy(update={"finished": datetime.now(UTC)})
     write_run(run_dir, run)
