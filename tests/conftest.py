@@ -3,6 +3,12 @@
 Snapshots this machine's balancebench traces when the session starts and fails the session if it ends with
 more: running clusters, network namespaces on the host, processes labelled with a cluster, pod cgroups, or
 BPF programs of ours. Traces that were there before the tests (a user's own `cluster up`) are left alone.
+
+Each session gets its own runtime directory (``BALANCEBENCH_RUNTIME_DIR``), so it never sees a user's clusters
+nor another session's. With ``BALANCEBENCH_TEST_SHARED_MACHINE=1`` (several sessions on one machine, as when
+developers work side by side) the guard looks only at this session's traces: its runtime directory and the
+processes that carry it. Host namespaces, cgroups and BPF programs are machine-wide and cannot be told apart,
+so they are checked only on a machine of one session, as in CI.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +25,11 @@ from pathlib import Path
 import pytest
 
 from balancebench.clusters.netns import runtime
+
+SHARED_MACHINE = os.environ.get("BALANCEBENCH_TEST_SHARED_MACHINE") == "1"
+if not os.environ.get(runtime.RUNTIME_DIR_ENV):
+    os.environ[runtime.RUNTIME_DIR_ENV] = tempfile.mkdtemp(prefix="bb-test-runtime-")
+SESSION_MARKER = f"{runtime.RUNTIME_DIR_ENV}={os.environ[runtime.RUNTIME_DIR_ENV]}".encode()
 
 
 def _host_netns() -> set[str]:
@@ -37,7 +49,10 @@ def _labelled_processes() -> set[str]:
             environ = (proc / "environ").read_bytes()
         except OSError:
             continue
-        for item in environ.split(b"\0"):
+        items = environ.split(b"\0")
+        if SHARED_MACHINE and SESSION_MARKER not in items:
+            continue
+        for item in items:
             if item.startswith(marker):
                 found.add(f"{proc.name} ({item.decode(errors='replace')})")
     return found
@@ -62,13 +77,17 @@ def _bpf_programs() -> set[str]:
 
 
 def _traces() -> dict[str, set[str]]:
-    return {
+    traces = {
         "running clusters": set(runtime.running_names()),
-        "host network namespaces": _host_netns(),
         "processes labelled with a cluster": _labelled_processes(),
-        "pod cgroups": _cgroups(),
-        "BPF programs": _bpf_programs(),
     }
+    if not SHARED_MACHINE:
+        traces |= {
+            "host network namespaces": _host_netns(),
+            "pod cgroups": _cgroups(),
+            "BPF programs": _bpf_programs(),
+        }
+    return traces
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -25,7 +25,9 @@ pytestmark = [
 ]
 
 AS_USER = ["unshare", "--user", "--map-user=1000", "--map-group=1000", "--"]
-USER_ENV = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}  # a user's own runtime dir
+USER_ENV = {  # a user's own runtime dir, not the session's (root's, mode 0700)
+    k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "BALANCEBENCH_RUNTIME_DIR")
+}
 
 SCRIPT = textwrap.dedent(
     """

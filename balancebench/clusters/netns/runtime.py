@@ -38,9 +38,15 @@ SUPERVISOR_MODULE = "balancebench.clusters.netns.supervisor"
 KEEPER_MODULE = "balancebench.clusters.netns.keeper"
 
 
+RUNTIME_DIR_ENV = "BALANCEBENCH_RUNTIME_DIR"
+"""Overrides the runtime directory: the test suite gives each session its own, so sessions never meet."""
+
+
 def runtime_dir() -> Path:
     """The per-user directory for locks, sockets and logs (created on first use, mode 0700)."""
-    if os.geteuid() == 0:
+    if os.environ.get(RUNTIME_DIR_ENV):
+        path = Path(os.environ[RUNTIME_DIR_ENV])
+    elif os.geteuid() == 0:
         path = Path("/run/balancebench")
     elif os.environ.get("XDG_RUNTIME_DIR"):
         path = Path(os.environ["XDG_RUNTIME_DIR"]) / "balancebench"
