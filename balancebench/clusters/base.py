@@ -10,7 +10,6 @@ so ``down`` is safe to repeat and a crash never leaves something the tool cannot
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,13 +17,12 @@ from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
 
 from balancebench.errors import InvalidInput
+from balancebench.names import check_cluster_name
 
 DATAPLANES: tuple[str, ...] = ("nftables", "iptables", "ipvs", "ebpf")
 """Service load-balancing dataplanes: kube-proxy's three modes and Cilium-style eBPF socket LB."""
 
 PodRole = Literal["target", "source"]
-
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,11 +46,7 @@ class ClusterSpec:
     pod_echo_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise InvalidInput(
-                f"invalid cluster name {self.name!r}: use 1-32 lowercase letters, digits and '-', "
-                "starting and ending with a letter or digit"
-            )
+        check_cluster_name(self.name)
         for what, value, least in (
             ("nodes", self.nodes, 1),
             ("targets", self.targets, 1),

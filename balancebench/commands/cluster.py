@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from balancebench.clusters.base import DATAPLANES, ClusterSpec, ClusterStatus, get_provider
+from balancebench.names import check_cluster_name
 
 app = typer.Typer(
     help="Embedded clusters (network namespaces, no Docker): up, status, exec, scale, kill, down, list.",
@@ -23,13 +24,20 @@ app = typer.Typer(
 )
 
 NameArg = Annotated[
-    str, typer.Argument(metavar="NAME", help="Cluster name, as given to 'cluster up --name'.")
+    str,
+    typer.Argument(
+        metavar="NAME", help="Cluster name, as given to 'cluster up --name'.", callback=check_cluster_name
+    ),
 ]
+"""Every verb checks the name before anything is looked up: a name is never a path (``../x``)."""
 
 
 @app.command()
 def up(
-    name: Annotated[str, typer.Option(help="Cluster name: lowercase letters, digits and '-'.")] = "dev",
+    name: Annotated[
+        str,
+        typer.Option(help="Cluster name: lowercase letters, digits and '-'.", callback=check_cluster_name),
+    ] = "dev",
     nodes: Annotated[int, typer.Option(help="Nodes (network namespaces on a shared node network).")] = 2,
     targets: Annotated[int, typer.Option(help="Echo pods behind the Service, spread over the nodes.")] = 6,
     sources: Annotated[int, typer.Option(help="Source pods to run clients in, spread over the nodes.")] = 2,

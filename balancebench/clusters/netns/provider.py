@@ -31,6 +31,7 @@ from typing import Any, Self
 from balancebench.clusters.base import ClusterSpec, ClusterStatus
 from balancebench.clusters.netns import addressing, control, dataplanes, runtime
 from balancebench.errors import ClusterError, InvalidInput, MissingFeature
+from balancebench.names import check_cluster_name
 from balancebench.shell import run
 
 DEFAULT_ECHO_COMMAND: tuple[str, ...] = (sys.executable, "-m", "workloads.echo")
@@ -275,6 +276,7 @@ class NetnsProvider:
         return command
 
     def get(self, name: str) -> NetnsCluster:
+        check_cluster_name(name)
         runtime.collect_garbage()
         if not runtime.is_running(name):
             running = runtime.running_names()
@@ -291,6 +293,7 @@ class NetnsProvider:
         return runtime.running_names()
 
     def delete(self, name: str) -> bool:
+        check_cluster_name(name)  # before any path is built from it
         if runtime.is_running(name):
             NetnsCluster(name=name).down()
             return True

@@ -10,7 +10,8 @@ A cluster leaves only these objects outside its sandbox, all named after the clu
 
 State is discovered, not stored: a cluster runs exactly when its lock is held, so a crash (even SIGKILL of
 every process) never leaves something ``list`` cannot see, and ``collect_garbage`` removes what a dead
-cluster left behind.
+cluster left behind. Every one of these paths comes from :func:`balancebench.names.own_path` with a checked
+cluster name, so no name (``../x``, ``/etc/passwd``) reaches a file outside these directories.
 
 >>> running_names()
 ['dev']
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 from balancebench.errors import InvalidInput
+from balancebench.names import CLUSTER_NAME, check_cluster_name, own_path
 
 CGROUP_PREFIX = "balancebench-"
 LABEL = "BALANCEBENCH_CLUSTER"
@@ -57,15 +59,24 @@ def runtime_dir() -> Path:
 
 
 def lock_path(name: str) -> Path:
-    return runtime_dir() / f"{name}.lock"
+    return _own_file(name, ".lock")
 
 
 def socket_path(name: str) -> Path:
-    return runtime_dir() / f"{name}.sock"
+    return _own_file(name, ".sock")
 
 
 def log_path(name: str) -> Path:
-    return runtime_dir() / f"{name}.log"
+    return _own_file(name, ".log")
+
+
+def _own_file(name: str, suffix: str) -> Path:
+    """A cluster's file: only ever a plain file directly inside the runtime directory (names are checked)."""
+    return own_path(runtime_dir(), check_cluster_name(name) + suffix)
+
+
+def _is_cluster_name(name: str) -> bool:
+    return CLUSTER_NAME.fullmatch(name) is not None
 
 
 def cgroup2_root() -> Path | None:
@@ -80,7 +91,7 @@ def cgroup2_root() -> Path | None:
 
 def cluster_cgroup(name: str) -> Path | None:
     root = cgroup2_root()
-    return root / f"{CGROUP_PREFIX}{name}" if root is not None else None
+    return own_path(root, CGROUP_PREFIX + check_cluster_name(name)) if root is not None else None
 
 
 def claim(name: str) -> int:
@@ -126,7 +137,9 @@ def is_running(name: str) -> bool:
 
 
 def running_names() -> list[str]:
-    return sorted(p.stem for p in runtime_dir().glob("*.lock") if is_running(p.stem))
+    return sorted(
+        p.stem for p in runtime_dir().glob("*.lock") if _is_cluster_name(p.stem) and is_running(p.stem)
+    )
 
 
 def wait_stopped(name: str, timeout: float) -> bool:
@@ -225,6 +238,8 @@ def collect_garbage() -> list[str]:
     directory = runtime_dir()
     for lock in directory.glob("*.lock"):
         name = lock.stem
+        if not _is_cluster_name(name):
+            continue  # not a cluster's: leave it alone
         fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
         try:
             try:
@@ -246,7 +261,7 @@ def collect_garbage() -> list[str]:
     if root is not None and os.geteuid() == 0:
         for cgroup in root.glob(f"{CGROUP_PREFIX}*"):
             name = cgroup.name.removeprefix(CGROUP_PREFIX)
-            if not is_running(name):
+            if _is_cluster_name(name) and not is_running(name):
                 remove_cgroup_tree(cgroup)
                 cleaned.add(name)
     return sorted(cleaned)
