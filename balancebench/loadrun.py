@@ -5,7 +5,7 @@ network* (``Cluster.exec``), so the Service's load balancing sees each pod as a 
 write their records to ``RUN_DIR/records/`` as they go; afterwards the record count is compared with the
 echo servers' own ``/metrics`` request counters (cumulative, so the difference before/after the cell).
 
-    with get_provider("netns").up(ClusterSpec(name="bench")) as cluster:
+    with registry.get("netns").up(ClusterSpec(name="bench")) as cluster:
         result = run_cell(cluster, CellLoad(cell="nftables/okhttp", policy="okhttp", duration=15), run_dir)
         print(result.summary())          # "okhttp: 14210 requests, 14210 answered by the servers …"
         result.raise_for_mismatch()

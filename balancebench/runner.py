@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from analysis.manifest import CellMeta, HostInfo, LoadSpec, PodRef, Run, write_run
-from balancebench.clusters.base import Cluster, ClusterSpec, get_provider
+from balancebench.clusters import registry
+from balancebench.clusters.base import Cluster, ClusterSpec
 from balancebench.errors import InvalidInput, MissingFeature, RunError
 from balancebench.loadrun import CellLoad, CellProgress, CellResult, metric_sum, run_cell
 from balancebench.scenario import Cell, Scenario
@@ -78,7 +79,7 @@ def plan(scenario: Scenario) -> tuple[Scenario, dict[str, str]]:
     Returns the scenario with ``dataplanes: all`` resolved to the dataplanes this machine has, and the
     skipped ones with the reason. A dataplane named explicitly that cannot run here is an error (exit 2).
     """
-    provider = get_provider(scenario.cluster.provider)
+    provider = registry.resolve(scenario.cluster.provider)
     available: list[str] = []
     skipped: dict[str, str] = {}
     for dataplane in scenario.dataplane_list():
@@ -104,7 +105,7 @@ def run_scenario(
     on_event: Callable[[RunEvent], None] | None = None,
 ) -> Run:
     """Measure every cell of ``scenario`` into the empty ``run_dir``; return the final run.json."""
-    provider = get_provider(scenario.cluster.provider)
+    provider = registry.resolve(scenario.cluster.provider)
     cells = scenario.cells()
     run = Run(
         scenario=scenario.name,

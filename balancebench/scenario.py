@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from balancebench.clusters import registry
 from balancebench.clusters.base import DATAPLANES
 from balancebench.errors import InvalidInput
 
@@ -62,12 +63,21 @@ class _Strict(BaseModel):
 
 
 class ClusterConfig(_Strict):
-    """Where the load runs: the embedded netns cluster's topology."""
+    """Where the load runs: a provider (``auto``: the first that runs here) and the topology."""
 
-    provider: Literal["netns"] = "netns"
+    provider: str = registry.AUTO
     nodes: int = Field(2, ge=1, le=16)
     targets: int = Field(6, ge=1, le=64)
     sources: int = Field(2, ge=1, le=16)
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, name: str) -> str:
+        if name != registry.AUTO and name not in registry.names():
+            raise ValueError(
+                f"unknown provider {name!r}: choose {', '.join(registry.names())} or {registry.AUTO}"
+            )
+        return name
 
 
 class PodFaults(_Strict):

@@ -84,10 +84,11 @@ def loopback_target() -> Iterator[tuple[Exec, str, str]]:
 
 @contextmanager
 def netns_target(dataplane: str) -> Iterator[tuple[Exec, str, str]]:
-    from balancebench.clusters.base import ClusterSpec, get_provider
+    from balancebench.clusters import registry
+    from balancebench.clusters.base import ClusterSpec
 
     spec = ClusterSpec(name="bb-overhead", nodes=2, targets=6, sources=2, dataplane=dataplane)
-    with get_provider("netns").up(spec) as cluster:
+    with registry.get("netns").up(spec) as cluster:
         status = cluster.status()
         source = status.sources()[0].name
 

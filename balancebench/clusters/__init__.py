@@ -1,7 +1,7 @@
-"""Cluster providers behind one small interface (after kind's ``Provider``).
+"""Cluster providers behind one small interface (after kind's ``Provider``); ``registry`` lists them.
 
->>> from balancebench.clusters import ClusterSpec, get_provider
->>> with get_provider("netns").up(ClusterSpec(name="dev", targets=6)) as cluster:
+>>> from balancebench.clusters import ClusterSpec, registry
+>>> with registry.get("netns").up(ClusterSpec(name="dev", targets=6)) as cluster:
 ...     print(cluster.status().service.cluster_ip)
 """
 
@@ -13,7 +13,6 @@ from balancebench.clusters.base import (
     Pod,
     Provider,
     Service,
-    get_provider,
 )
 
 __all__ = [
@@ -24,5 +23,4 @@ __all__ = [
     "Pod",
     "Provider",
     "Service",
-    "get_provider",
 ]

@@ -1,4 +1,4 @@
-"""The provider interface every cluster backend implements (netns now, kind later).
+"""The provider interface every cluster backend implements; ``registry`` lists the backends.
 
 A provider brings clusters up, finds them again by name and tears them down; a cluster runs processes in
 its pods, scales the echo Deployment, kills pods and flips readiness. Load and analysis code only ever
@@ -6,6 +6,7 @@ talk to these two protocols, so they never know which backend they run on.
 
 State is discovered, not stored: ``get``/``list``/``down`` find clusters by name from what is running,
 so ``down`` is safe to repeat and a crash never leaves something the tool cannot see.
+This module imports no backend: backends import it, and ``balancebench.clusters.registry`` finds them.
 """
 
 from __future__ import annotations
@@ -146,7 +147,11 @@ class Cluster(Protocol):
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside ``pod``'s network, with the downward-API variables
         ``POD_NAME``, ``POD_IP`` and ``NODE_NAME`` set (plus ``env``). The caller owns the process:
-        terminating or killing it ends the program (with SIGTERM), and so does the cluster going down."""
+        terminating or killing it ends the program (with SIGTERM), and so does the cluster going down.
+
+        ``stdin``/``stdout``/``stderr`` are as for ``subprocess.Popen``: ``None`` passes the caller's
+        own straight through (``cluster exec``), ``subprocess.PIPE`` gives pipes; the exit code is the
+        program's."""
         ...
 
     def scale(self, targets: int) -> ClusterStatus:
@@ -187,6 +192,11 @@ class Provider(Protocol):
 
     name: str
 
+    def unavailable(self) -> str | None:
+        """None if this provider can run on this machine, else why not and how to get it, in one line
+        (``"kind not found: install kind, or use --provider netns"``). Cheap: ``detect()`` asks every one."""
+        ...
+
     def check(self, spec: ClusterSpec) -> None:
         """Raise InvalidInput (or MissingFeature) if ``spec`` cannot be brought up on this machine."""
         ...
@@ -209,12 +219,3 @@ class Provider(Protocol):
     def delete(self, name: str) -> bool:
         """Bring ``name`` down if it runs; True if there was something to remove. Idempotent."""
         ...
-
-
-def get_provider(name: str = "netns") -> Provider:
-    """The provider called ``name``, or InvalidInput naming the ones there are."""
-    if name == "netns":
-        from balancebench.clusters.netns import NetnsProvider
-
-        return NetnsProvider()
-    raise InvalidInput(f"unknown cluster provider {name!r}: choose netns (kind arrives in a later release)")

@@ -8,20 +8,33 @@ $ balancebench cluster down dev
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import signal
 import time
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
 
-from balancebench.clusters.base import DATAPLANES, ClusterSpec, ClusterStatus, get_provider
+from balancebench.clusters import registry
+from balancebench.clusters.base import DATAPLANES, ClusterSpec, ClusterStatus
 from balancebench.names import check_cluster_name
 
 app = typer.Typer(
-    help="Embedded clusters (network namespaces, no Docker): up, status, exec, scale, kill, down, list.",
+    help="Clusters to measure on (embedded netns by default, no Docker): up, status, exec, scale, kill, "
+    "down, list.",
     no_args_is_help=True,
 )
+
+ProviderOpt = Annotated[
+    str,
+    typer.Option(
+        "--provider",
+        help=f"Cluster provider: {', '.join(registry.names())}, or {registry.AUTO} "
+        "(up: the first that runs here; other verbs: whichever runs the named cluster).",
+    ),
+]
 
 NameArg = Annotated[
     str,
@@ -48,6 +61,7 @@ def up(
         list[str] | None,
         typer.Option(help="Extra flag for every echo pod, repeatable (e.g. --echo-arg=--latency=5ms)."),
     ] = None,
+    provider: ProviderOpt = registry.AUTO,
 ) -> None:
     """Create a cluster that outlives this command; it is ready when every echo pod answers."""
     spec = ClusterSpec(
@@ -59,7 +73,7 @@ def up(
         echo_args=tuple(echo_arg or ()),
     )
     started = time.monotonic()
-    cluster = get_provider("netns").up(spec, detach=True)
+    cluster = registry.resolve(provider).up(spec, detach=True)
     status = cluster.status()
     service = status.service
     typer.echo(
@@ -76,9 +90,10 @@ def up(
 def status(
     name: NameArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as one JSON object.")] = False,
+    provider: ProviderOpt = registry.AUTO,
 ) -> None:
     """Pods with their node, IP and readiness; the Service address; the dataplane."""
-    current = get_provider("netns").get(name).status()
+    current = registry.find_cluster(name, provider).status()
     if as_json:
         typer.echo(json.dumps(current.to_json(), indent=2))
     else:
@@ -112,22 +127,33 @@ def exec_(
     command: Annotated[
         list[str] | None, typer.Argument(metavar="-- COMMAND...", help="The program and its arguments.")
     ] = None,
+    provider: ProviderOpt = registry.AUTO,
 ) -> None:
     """Run a program inside a pod's network; its stdin, stdout and exit code are passed straight through."""
-    from balancebench.clusters.netns import NetnsProvider
+    process = registry.find_cluster(name, provider).exec(pod, command or [])  # our stdin/stdout/stderr
+    with _interrupts_go_to_the_program():
+        code = process.wait()
+    raise typer.Exit(code if code >= 0 else 128 - code)  # killed by signal N: 128+N, as a shell says
 
-    # Passing the terminal through means replacing this process, which needs the provider's own command.
-    argv, env = NetnsProvider().get(name).exec_command(pod, command or [])
-    os.execvpe(argv[0], argv, env)
+
+@contextlib.contextmanager
+def _interrupts_go_to_the_program() -> Iterator[None]:
+    """Ctrl-C reaches the program (same process group); it decides, this process just waits for it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @app.command()
 def scale(
     name: NameArg,
     targets: Annotated[int, typer.Option(help="Echo pods wanted; new pods only get new connections.")],
+    provider: ProviderOpt = registry.AUTO,
 ) -> None:
     """Set the number of echo pods (new ones are placed on the node with the fewest)."""
-    current = get_provider("netns").get(name).scale(targets)
+    current = registry.find_cluster(name, provider).scale(targets)
     pods = ", ".join(p.name for p in current.targets(ready_only=False))
     typer.echo(f"cluster {name} has {len(current.targets(ready_only=False))} echo pods: {pods}")
 
@@ -136,9 +162,10 @@ def scale(
 def kill(
     name: NameArg,
     pod: Annotated[str, typer.Argument(metavar="POD", help="The pod to kill.")],
+    provider: ProviderOpt = registry.AUTO,
 ) -> None:
     """Remove a pod from the endpoints and kill it; its established connections break."""
-    get_provider("netns").get(name).kill(pod)
+    registry.find_cluster(name, provider).kill(pod)
     typer.echo(f"pod {pod} of cluster {name} killed")
 
 
@@ -150,23 +177,24 @@ def set_ready(
         bool,
         typer.Option("--ready/--not-ready", help="Readiness to report; unready pods leave the endpoints."),
     ] = True,
+    provider: ProviderOpt = registry.AUTO,
 ) -> None:
     """Flip an echo pod's readiness: an unready pod keeps running but gets no new connections."""
-    get_provider("netns").get(name).set_ready(pod, ready)
+    registry.find_cluster(name, provider).set_ready(pod, ready)
     typer.echo(f"pod {pod} of cluster {name} is {'ready' if ready else 'not ready'}")
 
 
 @app.command()
-def down(name: NameArg) -> None:
+def down(name: NameArg, provider: ProviderOpt = registry.AUTO) -> None:
     """Remove the cluster and everything it made; doing it twice is fine."""
-    removed = get_provider("netns").delete(name)
+    removed = registry.delete_cluster(name, provider)
     typer.echo(f"cluster {name} removed" if removed else f"no cluster named {name}: nothing to remove")
 
 
 @app.command("list")
-def list_() -> None:
-    """Names of the running clusters, one per line."""
-    for name in get_provider("netns").list():
+def list_(provider: ProviderOpt = registry.AUTO) -> None:
+    """Names of the running clusters (of every provider that runs here), one per line."""
+    for name, _ in registry.running_clusters(provider):
         typer.echo(name)
 
 

@@ -29,6 +29,13 @@ def run(
         list[str] | None,
         typer.Option("--set", help="Override a scenario field, e.g. --set load.duration=5s (repeatable)."),
     ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            help="Cluster provider, overriding the scenario's cluster.provider (netns, …, or auto).",
+        ),
+    ] = None,
 ) -> None:
     """Run every cell of a scenario (one cluster per dataplane) and write summary.json/.md and report.html."""
     from analysis.report import write_report
@@ -37,7 +44,8 @@ def run(
     from balancebench.runner import default_run_dir, plan, point_latest, prepare_run_dir, run_scenario
     from balancebench.scenario import load_scenario
 
-    scenario, skipped = plan(load_scenario(scenario_file, overrides=overrides or ()))
+    overrides = [*(overrides or ()), *([f"cluster.provider={provider}"] if provider else [])]
+    scenario, skipped = plan(load_scenario(scenario_file, overrides=overrides))
     run_dir = prepare_run_dir(out or default_run_dir(scenario))
     console = Console(stderr=True)
     for dataplane, reason in skipped.items():

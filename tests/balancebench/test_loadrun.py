@@ -305,14 +305,15 @@ def test_mismatch_is_reported() -> None:
 def netns_cluster() -> Iterator[Cluster]:
     if os.geteuid() != 0:
         pytest.skip("the netns cluster needs root (or a user namespace sandbox) on this machine")
-    from balancebench.clusters.base import ClusterSpec, get_provider
+    from balancebench.clusters import registry
+    from balancebench.clusters.base import ClusterSpec
     from balancebench.errors import MissingFeature
 
     spec = ClusterSpec(
         name=f"bbtest-load-{os.getpid()}"[:32], nodes=2, targets=6, sources=2, dataplane="nftables"
     )
     try:
-        cluster = get_provider("netns").up(spec)
+        cluster = registry.get("netns").up(spec)
     except MissingFeature as exc:
         pytest.skip(f"this machine cannot build a netns cluster: {exc}")
     with cluster:

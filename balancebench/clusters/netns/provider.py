@@ -68,13 +68,10 @@ class NetnsCluster:
     def status(self) -> ClusterStatus:
         return control.status_from_json(self._request("status"))
 
-    def exec_command(
+    def _exec_command(
         self, pod: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None
     ) -> tuple[list[str], dict[str, str]]:
-        """The command line and environment that run ``argv`` in ``pod`` (or a node: ``node-0``).
-
-        ``cluster exec`` execs this in place of itself, so the program's stdin, stdout and exit code are
-        the caller's."""
+        """The command line and environment that run ``argv`` in ``pod`` (or a node: ``node-0``)."""
         if not argv:
             raise InvalidInput("nothing to run: give a command after '--', e.g. -- curl http://10.96.0.10/")
         info = self._request("exec_info", pod=pod)
@@ -99,7 +96,7 @@ class NetnsCluster:
         stdout: int | None = None,
         stderr: int | None = None,
     ) -> subprocess.Popen[bytes]:
-        command, full_env = self.exec_command(pod, argv, env=env)
+        command, full_env = self._exec_command(pod, argv, env=env)
         return subprocess.Popen(command, env=full_env, stdin=stdin, stdout=stdout, stderr=stderr)
 
     def scale(self, targets: int) -> ClusterStatus:
@@ -203,6 +200,13 @@ class NetnsProvider:
 
     def __init__(self, *, echo_command: Sequence[str] = DEFAULT_ECHO_COMMAND) -> None:
         self.echo_command = tuple(echo_command)
+
+    def unavailable(self) -> str | None:
+        try:
+            check_tools()
+        except MissingFeature as exc:
+            return str(exc)
+        return None
 
     def check(self, spec: ClusterSpec) -> None:
         check_spec(spec)
@@ -330,12 +334,17 @@ def check_spec(spec: ClusterSpec) -> None:
 
 def check_machine(dataplane: str) -> None:
     """MissingFeature (one line, with the way out) if this machine cannot build a netns cluster."""
+    check_tools()
+    dataplanes.check(dataplane)
+
+
+def check_tools() -> None:
+    """MissingFeature if a tool or the privilege every netns cluster needs is missing (any dataplane)."""
     for tool in REQUIRED_TOOLS:
         if shutil.which(tool) is None:
             raise MissingFeature(
                 f"the netns cluster needs {tool!r}, which is not installed: run scripts/setup.sh"
             )
-    dataplanes.check(dataplane)
     if os.geteuid() != 0:
         probe = run(["unshare", "--user", "--map-root-user", "--net", "--mount", "true"], check=False)
         if probe.returncode != 0:
