@@ -26,6 +26,7 @@ from balancebench.clusters.base import Cluster, ClusterSpec
 from balancebench.errors import InvalidInput, MissingFeature, RunError
 from balancebench.loadrun import CellLoad, CellProgress, CellResult, metric_sum, run_cell
 from balancebench.scenario import Cell, Scenario
+from loadtests.drivers import driver_missing
 from loadtests.policy import parse_policy
 
 RESULTS = Path("results")
@@ -77,9 +78,15 @@ def plan(scenario: Scenario) -> tuple[Scenario, dict[str, str]]:
     """Check every cluster the scenario needs on this machine before anything is created.
 
     Returns the scenario with ``dataplanes: all`` resolved to the dataplanes this machine has, and the
-    skipped ones with the reason. A dataplane named explicitly that cannot run here is an error (exit 2).
+    skipped ones with the reason. A dataplane named explicitly that cannot run here is an error (exit 2), and
+    so is a driver whose toolchain is missing (a real client not built).
     """
     provider = registry.resolve(scenario.cluster.provider)
+    for cell in scenario.cells():
+        cell_load(cell)  # a policy the cell's driver cannot follow fails here, before any cluster exists
+        missing = driver_missing(cell.load.driver)
+        if missing is not None:
+            raise MissingFeature(missing)
     available: list[str] = []
     skipped: dict[str, str] = {}
     for dataplane in scenario.dataplane_list():

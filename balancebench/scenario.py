@@ -138,7 +138,7 @@ class LoadConfig(_Strict):
     """How clients send: closed loop (users × think time, or on/off bursts) or open loop (a rate)."""
 
     model: Literal["closed", "open"] = "closed"
-    driver: Literal["policy", "httpx", "requests"] = "policy"
+    driver: Literal["policy", "httpx", "requests", "go", "okhttp"] = "policy"
     users_per_source: int = Field(1, ge=1, le=1000)
     think_time: Duration = 0.0
     burst: int | None = Field(None, ge=1)

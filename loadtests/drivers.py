@@ -2,10 +2,13 @@
 
 ``policy`` enforces a :class:`~loadtests.policy.PoolPolicy` exactly (:class:`~loadtests.client.PolicyClient`).
 ``httpx`` and ``requests`` use ``httpx.Client`` and ``requests.Session`` configured from the policy's knobs
-the library has, so a scenario can measure the real library instead of the model. Gevent's monkey-patching
-(Locust applies it) makes both cooperative. A library does not tell which connection carried a response, so
-their ``client_conn`` is derived from the server's identity of the connection (pod, server connection id),
-which maps one to one onto client sockets; a request without a response gets -1.
+the library has, so a scenario can measure the real library instead of the model. ``go`` and ``okhttp``
+(the registry in :mod:`loadtests.realclients`) run Go's net/http and OkHttp in a program of their own, one
+per process, built at set-up; the users here still pace, budget and record every request. Gevent's
+monkey-patching (Locust applies it) makes httpx and requests cooperative. Neither tells which connection
+carried a response, so their ``client_conn`` is derived from the server's identity of the connection (pod,
+server connection id), which maps one to one onto client sockets; a request without a response gets -1.
+The real client programs report the connection their library chose.
 
     drivers = DriverSet("policy", "http://10.96.0.10:80", parse_policy("okhttp"), ids=ConnectionIds())
     driver = drivers.acquire()      # a pool per user, or the process's shared one for scope=source
@@ -30,8 +33,10 @@ from loadtests.client import (
     parse_base_url,
 )
 from loadtests.policy import PolicyError, PoolPolicy
+from loadtests.realclients import REAL_CLIENTS
+from loadtests.realclients.bridge import ClientProcess
 
-DRIVERS: tuple[str, ...] = ("policy", "httpx", "requests")
+DRIVERS: tuple[str, ...] = ("policy", "httpx", "requests", *REAL_CLIENTS)
 
 
 class Driver(Protocol):
@@ -64,11 +69,20 @@ class ConnectionIds:
         return found
 
 
+def driver_missing(driver: str) -> str | None:
+    """Why ``driver`` cannot run here (a real client's toolchain or build missing), as one line; else None."""
+    client = REAL_CLIENTS.get(driver)
+    return None if client is None else client.missing()
+
+
 def check_driver(driver: str, policy: PoolPolicy) -> None:
     """PolicyError when ``driver`` is unknown or cannot enforce ``policy``, saying what to change."""
     if driver not in DRIVERS:
         raise PolicyError(f"unknown driver {driver!r}: choose one of {', '.join(DRIVERS)}")
     if driver == "policy":
+        return
+    if driver in REAL_CLIENTS:
+        REAL_CLIENTS[driver].check(policy)
         return
     for knob, value in (("max-age", policy.max_age), ("max-requests", policy.max_requests)):
         if value is not None:
@@ -101,6 +115,7 @@ class DriverSet:
         self.ids = ids
         self._shared: Driver | None = None
         self._open: list[Driver] = []
+        self._program: ClientProcess | None = None
 
     def acquire(self) -> Driver:
         if self.policy.scope == "source":
@@ -121,10 +136,19 @@ class DriverSet:
             driver.close()
         self._open.clear()
         self._shared = None
+        if self._program is not None:
+            self._program.close()
+            self._program = None
 
     def _make(self) -> Driver:
         driver: Driver
-        if self.driver == "policy":
+        if self.driver in REAL_CLIENTS:
+            if self._program is None:
+                self._program = ClientProcess(
+                    REAL_CLIENTS[self.driver], self.policy, self.base_url, next_id=self.ids.next
+                )
+            driver = self._program.driver()
+        elif self.driver == "policy":
             driver = PolicyClient(self.base_url, self.policy, next_id=self.ids.next)
         elif self.driver == "httpx":
             driver = HttpxDriver(self.base_url, self.policy, ids=self.ids)

@@ -26,7 +26,7 @@ from locust.exception import StopUser
 from locust.runners import LocalRunner, WorkerRunner
 
 from loadtests.client import parse_base_url
-from loadtests.drivers import DRIVERS, ConnectionIds, Driver, DriverSet, check_driver
+from loadtests.drivers import DRIVERS, ConnectionIds, Driver, DriverSet, check_driver, driver_missing
 from loadtests.policy import PolicyError, PoolPolicy, parse_duration, parse_policy
 from loadtests.recorder import Record, RecordWriter, source_identity
 from loadtests.shapes import Budget, ClosedLoopPacer, LoadModel, OpenLoopSchedule
@@ -98,6 +98,9 @@ def _validate(environment: Environment, **_: Any) -> None:
         return
     try:
         options_from(environment.parsed_options)
+        missing = driver_missing(environment.parsed_options.driver)
+        if missing is not None:
+            raise PolicyError(missing)
         if not isinstance(environment.runner, WorkerRunner):  # a worker learns the host from its master
             parse_base_url(environment.host or "")
     except (PolicyError, ValueError) as exc:

@@ -42,6 +42,32 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   touch .venv/.installed
 fi
 
+# Real client drivers (go, okhttp): Debian's golang-go, libokhttp-java and a JDK, installed when missing,
+# then their programs built from loadtests/realclients/src. BALANCEBENCH_REAL_CLIENTS=none skips this
+# (those drivers then say how to get them); =go or =okhttp sets up only that one.
+real_clients=${BALANCEBENCH_REAL_CLIENTS:-go okhttp}
+if [ "$real_clients" != none ]; then
+  client_packages=()
+  case " $real_clients " in *" go "*) command -v go >/dev/null 2>&1 || client_packages+=(golang-go) ;; esac
+  case " $real_clients " in *" okhttp "*)
+    [ -e /usr/share/java/okhttp.jar ] && [ -e /usr/share/java/okio.jar ] || client_packages+=(libokhttp-java)
+    command -v javac >/dev/null 2>&1 || client_packages+=(default-jdk-headless) ;;
+  esac
+  if [ "${#client_packages[@]}" -gt 0 ]; then
+    echo "setup: installing Debian packages for the real client drivers: ${client_packages[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "setup: need root: run 'sudo apt-get install ${client_packages[*]}' and retry," \
+        "or BALANCEBENCH_REAL_CLIENTS=none make setup" >&2
+      exit 2
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${client_packages[@]}" >/dev/null
+  fi
+  # shellcheck disable=SC2086 # a list of names
+  .venv/bin/python -m loadtests.realclients build $real_clients
+fi
+
 # The eBPF socket load balancer (Cilium-style cgroup/connect4), compiled for the bpf target.
 bpf_src=balancebench/clusters/netns/bpf/connect4.c
 bpf_obj=balancebench/clusters/netns/bpf/connect4.o

@@ -1,0 +1,117 @@
+"""Real client drivers (Go net/http, OkHttp) against a real echo server: exact connection counts.
+
+The client programs are built by ``make setup``; without their toolchain these tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from balancebench.errors import MissingFeature
+from balancebench.loadrun import LOCUSTFILE
+from balancebench.runner import plan
+from balancebench.scenario import load_scenario
+from loadtests.realclients import REAL_CLIENTS
+from tests.loadtests.conftest import run_locust
+from workloads.echo.process import EchoProcess
+
+
+def _needs(name: str) -> pytest.MarkDecorator:
+    missing = REAL_CLIENTS[name].missing()
+    return pytest.mark.skipif(missing is not None, reason=missing or "")
+
+
+GO = pytest.param("go", marks=_needs("go"), id="go")
+OKHTTP = pytest.param("okhttp", marks=_needs("okhttp"), id="okhttp")
+
+
+@pytest.mark.parametrize("driver", [GO, OKHTTP])
+@pytest.mark.parametrize(
+    ("policy", "users", "args", "connections"),
+    [
+        ("keepalive", 1, ["--stop-after-requests", "40"], 1),
+        ("per-request", 1, ["--stop-after-requests", "40"], 40),
+        # 4 users, a pool each: one connection per user
+        ("keepalive", 4, ["--stop-after-requests", "40"], 4),
+        # idle gaps (300 ms think time) longer than the 100 ms idle timeout: a new connection each time
+        ("idle=100ms", 1, ["--stop-after-requests", "6", "--think-time", "300ms"], 6),
+        # the library keeps no idle connection at all
+        ("max-idle=0", 1, ["--stop-after-requests", "10"], 10),
+    ],
+    ids=["keepalive", "per-request", "keepalive-4-users", "idle-gaps", "no-idle"],
+)
+def test_real_driver_connection_counts(
+    echo: EchoProcess,
+    tmp_path: Path,
+    driver: str,
+    policy: str,
+    users: int,
+    args: list[str],
+    connections: int,
+) -> None:
+    run = run_locust(echo, tmp_path, policy=policy, users=users, args=["--driver", driver, *args])
+    expected = int(args[args.index("--stop-after-requests") + 1])
+    assert len(run.rows) == run.server_requests == expected
+    assert run.server_connections == connections
+    assert run.client_connections() == run.server_connections_seen() == connections
+    assert all(r["status"] == 200 and r["error"] == "" and r["client_conn"] >= 0 for r in run.rows)
+    assert {r["target_pod"] for r in run.rows} == {"echo-0"}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (
+            ["--driver", "go", "--policy", "max-age=30s"],
+            {},
+            "driver go (Go net/http (DefaultTransport)) has no",
+        ),
+        (["--driver", "okhttp", "--policy", "max-conns=4"], {}, "has no max-conns setting"),
+        (["--driver", "okhttp"], {"PATH": "/nonexistent"}, "driver okhttp needs java: run 'make setup'"),
+    ],
+    ids=["go-max-age", "okhttp-max-conns", "okhttp-no-java"],
+)
+def test_a_driver_that_cannot_run_says_how_in_one_line_and_exits_2(
+    args: list[str], env: dict[str, str], says: str
+) -> None:
+    argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "1", "-t", "5s"]
+    argv += ["-H", "http://127.0.0.1:9", *args]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **env}
+    )
+    assert done.returncode == 2, done.stderr
+    ours = [line for line in done.stderr.splitlines() if line.startswith("balancebench:")]
+    assert len(ours) == 1 and says in ours[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unbuilt_client_without_its_toolchain_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unbuilt = replace(REAL_CLIENTS["go"], artifact=tmp_path / "bbclient-go")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert unbuilt.missing() == (
+        "driver go needs go: run 'make setup' (installs Debian's golang-go), or 'apt-get install golang-go'"
+    )
+    monkeypatch.undo()
+    if shutil.which("go") is not None:
+        assert unbuilt.missing() == "driver go is not built (or older than its source): run 'make setup'"
+
+
+def test_a_scenario_with_a_missing_driver_fails_before_any_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario_file = tmp_path / "s.yaml"
+    scenario_file.write_text(
+        "name: s\npolicies: [okhttp]\nload: {driver: okhttp, duration: 3s, warmup: 1s}\n"
+    )
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingFeature, match="driver okhttp needs java"):
+        plan(load_scenario(scenario_file))
