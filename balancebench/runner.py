@@ -81,12 +81,12 @@ def plan(scenario: Scenario) -> tuple[Scenario, dict[str, str]]:
     skipped ones with the reason. A dataplane named explicitly that cannot run here is an error (exit 2), and
     so is a driver whose toolchain is missing (a real client not built).
     """
-    provider = registry.resolve(scenario.cluster.provider)
     for cell in scenario.cells():
         cell_load(cell)  # a policy the cell's driver cannot follow fails here, before any cluster exists
         missing = driver_missing(cell.load.driver)
         if missing is not None:
             raise MissingFeature(missing)
+    provider = registry.resolve(scenario.cluster.provider)
     available: list[str] = []
     skipped: dict[str, str] = {}
     for dataplane in scenario.dataplane_list():
