@@ -1,7 +1,8 @@
 """The balancebench command line: a thin layer over the library.
 
-Every command is a few lines calling the library; domain errors become one line on stderr with exit code 2
-for bad input (1 for run-time failures), never a traceback.
+Every command is a few lines calling the library. ``main`` is the one error boundary: every failure a user
+can cause (see ``balancebench.errors.user_error``) becomes one line on stderr with exit code 2 for bad input
+(1 for run-time failures), never a traceback; a programming error keeps its traceback and asks for a report.
 
     $ balancebench cluster up --name dev --nodes 2 --targets 6 --sources 2
     $ balancebench run loadtests/scenarios/seed.yaml
@@ -10,6 +11,7 @@ for bad input (1 for run-time failures), never a traceback.
 from __future__ import annotations
 
 import sys
+import traceback
 
 import typer
 
@@ -18,7 +20,7 @@ try:  # typer >= 0.20 vendors its own click
 except ImportError:  # pragma: no cover - older typer on the system click
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from balancebench.errors import BalancebenchError
+from balancebench.errors import BUG_HINT, user_error
 
 app = typer.Typer(
     name="balancebench",
@@ -61,14 +63,25 @@ def main(argv: list[str] | None = None) -> int:
         result = exc.exit_code
     except click_exceptions.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        print(f"balancebench: {exc.format_message()}{hint}", file=sys.stderr)
+        print(f"balancebench: {_one_line(exc.format_message())}{hint}", file=sys.stderr)
         return 2
-    except BalancebenchError as exc:
-        print(f"balancebench: {exc}", file=sys.stderr)
-        return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
         print("balancebench: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # The one boundary: every failure a user can cause is one line; anything else is our bug.
+        error = user_error(exc)
+        if error is None:
+            traceback.print_exc()
+            print(f"balancebench: {type(exc).__name__}: {BUG_HINT}", file=sys.stderr)
+            return 1
+        print(f"balancebench: {_one_line(str(error))}", file=sys.stderr)
+        return error.exit_code
     if result == 130:  # typer turns Ctrl-C into a quiet exit code 130
         print("balancebench: interrupted", file=sys.stderr)
     return result if isinstance(result, int) else 0
+
+
+def _one_line(message: str) -> str:
+    """A message as one line: whatever follows its first line break is folded in, never printed apart."""
+    return " ".join(part.strip() for part in message.strip().splitlines() if part.strip()) or "failed"

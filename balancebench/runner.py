@@ -13,14 +13,17 @@ measured, so an interrupted run keeps what it measured and ``balancebench report
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from analysis.manifest import CellMeta, HostInfo, LoadSpec, PodRef, Run, write_run
+from analysis.errors import AnalysisError
+from analysis.manifest import RUN_FILE, CellMeta, HostInfo, LoadSpec, PodRef, Run, load_run, write_run
 from balancebench.clusters import registry
 from balancebench.clusters.base import Cluster, ClusterSpec
 from balancebench.errors import InvalidInput, MissingFeature, RunError
@@ -54,11 +57,50 @@ def default_run_dir(scenario: Scenario, *, results: Path = RESULTS) -> Path:
 
 
 def prepare_run_dir(run_dir: Path) -> Path:
-    """Create ``run_dir``; refuse one that already holds a run (nothing is ever overwritten)."""
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise InvalidInput(f"{run_dir} already holds files: pass a new --out directory, or remove it")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Create ``run_dir``; refuse one that already holds a run (nothing is ever overwritten) or that cannot
+    be written (a file, /proc, a read-only place, a name too long), before any cluster starts."""
+    try:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise InvalidInput(f"--out {run_dir} is a file: pass a new directory")
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise InvalidInput(f"{run_dir} already holds files: pass a new --out directory, or remove it")
+        missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            probe = run_dir / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError:
+            for created in missing:  # innermost first: leave no half-made parents behind
+                with contextlib.suppress(OSError):
+                    created.rmdir()
+            raise
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise InvalidInput(
+            f"--out {str(run_dir)[:120]}: {reason}: pass a directory you can create and write"
+        ) from exc
     return run_dir
+
+
+def discard_unmeasured_run(run_dir: Path) -> bool:
+    """Remove ``run_dir`` if it holds nothing measured (only its run.json and empty folders).
+
+    Bad input found after the run directory was made leaves nothing half-created; a directory with a single
+    record or any file of the user's is kept. Returns True if it was removed."""
+    from analysis.records import RECORDS_DIR
+
+    if not run_dir.is_dir():
+        return False
+    allowed = {RUN_FILE, RECORDS_DIR, "logs"}
+    entries = {entry.name for entry in run_dir.iterdir()}
+    if not entries <= allowed or any((run_dir / RECORDS_DIR).glob("*")):
+        return False
+    with contextlib.suppress(OSError, AnalysisError):
+        if load_run(run_dir).cells:
+            return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return not run_dir.exists()
 
 
 def cluster_spec(scenario: Scenario, dataplane: str) -> ClusterSpec:

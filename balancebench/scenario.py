@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,6 +33,7 @@ from pydantic import (
 from balancebench.clusters import registry
 from balancebench.clusters.base import DATAPLANES
 from balancebench.errors import InvalidInput
+from balancebench.names import SCENARIO_NAME_MAX
 
 
 def parse_duration(value: object) -> float:
@@ -59,7 +61,33 @@ assert set(Dataplane.__args__) == set(DATAPLANES)  # type: ignore[attr-defined]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: NaN and infinity never pass (they used to fail only once a cluster was up).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+MAX_DURATION = 24 * 3600.0
+"""Longest duration anywhere in a scenario (a cell, a think time, a latency): a day. Longer is a soak test,
+not a cell, and Locust's run time and timers are not meant for it."""
+
+MAX_COUNT = 1_000_000_000
+"""Upper bound of a count knob (requests per connection, burst): anything above means "never"."""
+
+MAX_RATE = 1_000_000.0
+"""Requests per second an open loop may ask for; what this machine can actually hold is checked by
+``balancebench.limits`` before a cluster starts."""
+
+
+def _at_most_a_day(seconds: float) -> float:
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most 24h, got {seconds:g}s")
+    return seconds
+
+
+BoundedDuration = Annotated[Duration, AfterValidator(_at_most_a_day)]
+
+LABEL = r"^[^/\s\x00-\x1f\x7f][^/\x00-\x1f\x7f]{0,63}$"
+"""A policy's display name: part of a cell id (``dataplane/label``), so no '/', no control characters, at
+most 64 characters."""
 
 
 class ClusterConfig(_Strict):
@@ -83,10 +111,10 @@ class ClusterConfig(_Strict):
 class PodFaults(_Strict):
     """Slowness and faults for one echo pod (a slow or noisy pod)."""
 
-    latency: Duration = 0.0
-    latency_jitter: Duration = 0.0
+    latency: BoundedDuration = 0.0
+    latency_jitter: BoundedDuration = 0.0
     error_rate: float = Field(0.0, ge=0.0, le=1.0)
-    cpu_ms: float = Field(0.0, ge=0.0)
+    cpu_ms: float = Field(0.0, ge=0.0, le=MAX_DURATION * 1000)
 
     def flags(self) -> tuple[str, ...]:
         flags: list[str] = []
@@ -104,10 +132,10 @@ class PodFaults(_Strict):
 class EchoConfig(PodFaults):
     """The echo pods: server-side connection policies (all off by default), faults, per-pod overrides."""
 
-    max_requests_per_connection: int | None = Field(None, ge=1)
-    max_connection_age: Duration | None = None
+    max_requests_per_connection: int | None = Field(None, ge=1, le=MAX_COUNT)
+    max_connection_age: BoundedDuration | None = None
     max_connection_age_jitter: float = Field(0.0, ge=0.0, lt=1.0)
-    idle_timeout: Duration | None = None
+    idle_timeout: BoundedDuration | None = None
     pods: dict[str, PodFaults] = Field(default_factory=dict)
 
     @field_validator("pods")
@@ -140,12 +168,12 @@ class LoadConfig(_Strict):
     model: Literal["closed", "open"] = "closed"
     driver: Literal["policy", "httpx", "requests", "go", "okhttp"] = "policy"
     users_per_source: int = Field(1, ge=1, le=1000)
-    think_time: Duration = 0.0
-    burst: int | None = Field(None, ge=1)
-    pause: Duration | None = None
-    rate: float | None = Field(None, gt=0)
-    duration: Duration = 15.0
-    warmup: Duration = 2.0
+    think_time: BoundedDuration = 0.0
+    burst: int | None = Field(None, ge=1, le=MAX_COUNT)
+    pause: BoundedDuration | None = None
+    rate: float | None = Field(None, gt=0, le=MAX_RATE)
+    duration: BoundedDuration = 15.0
+    warmup: BoundedDuration = 2.0
 
     @model_validator(mode="after")
     def _consistent(self) -> LoadConfig:
@@ -167,8 +195,8 @@ class LoadConfig(_Strict):
 class PolicyEntry(_Strict):
     """One client pool policy to measure, with an optional display name and load override."""
 
-    policy: str
-    name: str | None = None
+    policy: str = Field(max_length=1000)
+    name: str | None = Field(None, pattern=LABEL)
     load: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("policy")
@@ -197,6 +225,18 @@ class PolicyEntry(_Strict):
         return self.name or self.policy
 
 
+def _check_driver(load: LoadConfig, entry: PolicyEntry) -> None:
+    from loadtests.drivers import check_driver
+    from loadtests.policy import PolicyError, parse_policy
+
+    try:
+        check_driver(load.driver, parse_policy(entry.policy))
+    except PolicyError as exc:
+        # loadtests/ speaks of the locustfile's --driver; in a scenario the knob is load.driver.
+        hint = str(exc).replace("--driver ", "load.driver: ")
+        raise ValueError(f"policy {entry.label!r}: {hint} (or --set load.driver=policy)") from exc
+
+
 def _default_dataplanes() -> list[Dataplane]:
     return ["nftables"]
 
@@ -208,7 +248,8 @@ def _policy_entry(value: object) -> object:
 class Scenario(_Strict):
     """A benchmark matrix: dataplanes × policies × repetitions on one cluster shape."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=SCENARIO_NAME_MAX)
+    """Part of the run directory's name (``results/<stamp>-<name>``): kept well inside a file name."""
     description: str = ""
     cluster: ClusterConfig = ClusterConfig()
     dataplanes: list[Dataplane] | Literal["all"] = Field(default_factory=_default_dataplanes, min_length=1)
@@ -218,7 +259,7 @@ class Scenario(_Strict):
     load: LoadConfig = LoadConfig()
     policies: list[Annotated[PolicyEntry, BeforeValidator(_policy_entry)]] = Field(min_length=1)
     repetitions: int = Field(1, ge=1, le=100)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
     @field_validator("dataplanes", mode="before")
     @classmethod
@@ -233,6 +274,10 @@ class Scenario(_Strict):
         for name in value:
             if name not in DATAPLANES:
                 raise ValueError(f"unknown dataplane {name!r}: choose from {choices}")
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            # Every cell would run twice under one id, and the run could never be reported.
+            raise ValueError(f"dataplane {twice[0]!r} is listed twice: list each dataplane once")
         return value
 
     @field_validator("policies")
@@ -249,6 +294,21 @@ class Scenario(_Strict):
     def _overrides_valid(self) -> Scenario:
         for entry in self.policies:
             self.load_for(entry)
+        return self
+
+    @model_validator(mode="after")
+    def _checked_before_any_cluster(self) -> Scenario:
+        """What used to fail only once a cluster was up: pods that do not exist, a driver that cannot
+        enforce its policy."""
+        targets = self.cluster.targets
+        for pod in self.echo.pods:
+            if int(pod.removeprefix("echo-")) >= targets:
+                raise ValueError(
+                    f"echo.pods names {pod}, which does not exist: cluster.targets is {targets}, so the "
+                    f"echo pods are echo-0 … echo-{targets - 1}"
+                )
+        for entry in self.policies:
+            _check_driver(self.load_for(entry), entry)
         return self
 
     def load_for(self, entry: PolicyEntry) -> LoadConfig:
@@ -336,39 +396,125 @@ def _model_in(annotation: object) -> object:
     return None
 
 
+MAX_SCENARIO_BYTES = 1 << 20
+"""A scenario is a page of YAML; a file above 1 MiB is something else (or a device that never ends)."""
+
+MAX_DEPTH = 32
+"""Deepest nesting a scenario may have (it needs 4): deeper YAML is refused before it can recurse."""
+
+MAX_NODES = 100_000
+"""Most values (after YAML aliases are expanded) a scenario may hold: a YAML alias bomb stops here."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not "last wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the base constructor reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, *, what: str) -> Any:
+    """YAML text as plain data, or InvalidInput (one line naming ``what`` and the line) for anything a
+    scenario cannot be: invalid YAML, a key given twice, nesting deeper than MAX_DEPTH, an alias bomb."""
+    depth = 0
+    try:
+        # Nesting is measured on the token stream first, so absurd depth never reaches a recursion.
+        for event in yaml.parse(text, Loader=_UniqueKeyLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise InvalidInput(f"{what} is nested deeper than {MAX_DEPTH} levels: flatten it")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise InvalidInput(f"{what}:{where} is not valid YAML: {problem}") from exc
+    if _count_values(data, MAX_NODES) > MAX_NODES:
+        raise InvalidInput(f"{what} expands to more than {MAX_NODES:,} values (YAML aliases?): write it out")
+    return data
+
+
+def _count_values(data: object, budget: int) -> int:
+    """Values in ``data`` counting every alias again, as validation would see them; stops past ``budget``."""
+    count = 0
+    stack = [data]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to raw scenario data."""
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        parts = [part.strip() for part in key.split(".")]
+        if not sep or not all(parts):
             raise InvalidInput(f"--set {item!r}: expected key=value, e.g. --set load.duration=5s")
         node = data
-        parts = key.strip().split(".")
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
                 raise InvalidInput(f"--set {item!r}: {part} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        node[parts[-1]] = parse_yaml(raw, what=f"--set {key.strip()}") if raw.strip() else ""
     return data
+
+
+def read_scenario_text(path: Path) -> str:
+    """The scenario file's text; InvalidInput for a path that is not a readable, UTF-8 file of sane size."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SCENARIO_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"{path}: no such scenario file") from exc
+    except IsADirectoryError as exc:
+        raise InvalidInput(f"{path} is a directory: pass a scenario YAML file") from exc
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise InvalidInput(f"{str(path)[:120]}: cannot read the scenario file: {reason}") from exc
+    if len(raw) > MAX_SCENARIO_BYTES:
+        raise InvalidInput(
+            f"{path}: larger than {MAX_SCENARIO_BYTES >> 20} MiB: a scenario is a page of YAML"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InvalidInput(
+            f"{path}: line {line} is not UTF-8 (byte 0x{raw[exc.start]:02x}): save the file as UTF-8"
+        ) from exc
 
 
 def load_scenario(path: Path, *, overrides: Sequence[str] = ()) -> Scenario:
     """Read, override and validate a scenario file; InvalidInput names the file, the field and the fix."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise InvalidInput(f"{path}: no such scenario file") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise InvalidInput(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    data = parse_yaml(read_scenario_text(path), what=str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise InvalidInput(f"{path}: a scenario is a mapping of fields (name, cluster, load, policies, …)")
     data = apply_overrides(data, overrides)
-    data.setdefault("name", re.sub(r"[^a-z0-9-]", "-", path.stem.lower()))
+    data.setdefault("name", re.sub(r"[^a-z0-9-]", "-", path.stem.lower())[:SCENARIO_NAME_MAX].strip("-"))
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:

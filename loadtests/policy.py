@@ -287,10 +287,16 @@ def parse_policy(text: str) -> PoolPolicy:
     if first in PRESETS and first not in ("keepalive", "per-request"):
         base = PRESETS[first]
         items = items[1:]
+    given: set[str] = set()
     for item in items:
         key, sep, value = item.partition("=")
         key = _ALIASES.get(key.strip().lower(), key.strip().lower())
         value = value.strip()
+        knob = "keepalive" if key in ("per-request", "no-keepalive") else key
+        if knob in given:
+            # "Last one wins" would silently measure something other than what was written.
+            raise PolicyError(f"policy {text!r} sets {knob} twice: give each option once")
+        given.add(knob)
         if not sep:
             if key == "keepalive":
                 values["keepalive"] = True

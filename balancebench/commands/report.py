@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -12,8 +10,6 @@ from typing import Annotated
 import typer
 
 from analysis.compare import DEFAULT_THRESHOLDS
-from analysis.errors import AnalysisError
-from balancebench.errors import InvalidInput
 
 app = typer.Typer()
 
@@ -34,8 +30,7 @@ def report(
     from analysis.report import write_report
     from analysis.summary import render_text
 
-    with _bad_input():
-        written = write_report(run_dir)
+    written = write_report(run_dir)
     typer.echo(render_text(written.summary), nl=False)
     typer.echo(f"wrote {written.summary_json}, {written.summary_md} and {written.report_html}")
 
@@ -77,15 +72,15 @@ def compare(
     from analysis.compare import compare as compare_summaries
     from analysis.report import run_summary
 
-    with _bad_input():
-        thresholds = Thresholds(
-            max_jain_drop=max_jain_drop,
-            max_p99_increase=max_p99_increase,
-            min_p99_delta_ms=min_p99_delta_ms,
-            max_error_rate_increase=max_error_rate_increase,
-            allow_missing_cells=allow_missing_cells,
-        )
-        result = compare_summaries(run_summary(base), run_summary(head), thresholds)
+    # An AnalysisError (missing run, bad threshold) is bad input: the CLI boundary maps it to exit 2.
+    thresholds = Thresholds(
+        max_jain_drop=max_jain_drop,
+        max_p99_increase=max_p99_increase,
+        min_p99_delta_ms=min_p99_delta_ms,
+        max_error_rate_increase=max_error_rate_increase,
+        allow_missing_cells=allow_missing_cells,
+    )
+    result = compare_summaries(run_summary(base), run_summary(head), thresholds)
     if output is OutputFormat.json:
         typer.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
     elif output is OutputFormat.markdown:
@@ -94,12 +89,3 @@ def compare(
         typer.echo(result.render_text(), nl=False)
     if result.crossed:
         raise typer.Exit(1)
-
-
-@contextmanager
-def _bad_input() -> Iterator[None]:
-    """analysis/ cannot import balancebench: its AnalysisError becomes InvalidInput (exit 2) here."""
-    try:
-        yield
-    except AnalysisError as exc:
-        raise InvalidInput(str(exc)) from exc

@@ -40,8 +40,15 @@ def run(
     """Run every cell of a scenario (one cluster per dataplane) and write summary.json/.md and report.html."""
     from analysis.report import write_report
     from analysis.summary import render_text
-    from balancebench.errors import RunError
-    from balancebench.runner import default_run_dir, plan, point_latest, prepare_run_dir, run_scenario
+    from balancebench.errors import InvalidInput, RunError
+    from balancebench.runner import (
+        default_run_dir,
+        discard_unmeasured_run,
+        plan,
+        point_latest,
+        prepare_run_dir,
+        run_scenario,
+    )
     from balancebench.scenario import load_scenario
 
     overrides = [*(overrides or ()), *([f"cluster.provider={provider}"] if provider else [])]
@@ -69,6 +76,11 @@ def run(
 
         try:
             run_scenario(scenario, scenario_file=scenario_file, run_dir=run_dir, on_event=on_event)
+        except InvalidInput:
+            # Bad input found late (a cluster refused it): leave nothing half-created if nothing was measured.
+            if not discard_unmeasured_run(run_dir):
+                _report_finished_cells(run_dir, console)
+            raise
         except BaseException:
             _report_finished_cells(run_dir, console)
             raise

@@ -117,7 +117,8 @@ def test_ctrl_c_keeps_what_was_measured_and_leaves_nothing(tmp_path: Path) -> No
     assert [c.get("complete") for c in run["cells"]] == [True, False]
     assert len(list((out / "records").glob("*.parquet"))) > first_cell_parts
     # The run's cluster went with it (the session guard in tests/conftest.py checks every trace too).
-    lingering = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _has_label(p, os.getpid())]
+    label = f"BALANCEBENCH_CLUSTER=bb{done.pid}-".encode()  # this run's clusters, not other sessions'
+    lingering = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _has_label(p, os.getpid(), label)]
     assert lingering == []
 
 
@@ -128,10 +129,10 @@ def _finished_cells(run_dir: Path) -> int:
         return 0
 
 
-def _has_label(proc: Path, own_pid: int) -> bool:
+def _has_label(proc: Path, own_pid: int, label: bytes = b"BALANCEBENCH_CLUSTER=bb") -> bool:
     if int(proc.name) == own_pid:
         return False
     try:
-        return b"BALANCEBENCH_CLUSTER=bb" in (proc / "environ").read_bytes()
+        return label in (proc / "environ").read_bytes()
     except OSError:
         return False

@@ -91,7 +91,9 @@ def test_overrides_apply_before_validation(tmp_path: Path) -> None:
 )
 def test_invalid_scenarios_name_file_field_and_fix(tmp_path: Path, extra: str, field: str, hint: str) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(MINIMAL + extra)
+    # A key given twice is an error of its own, so an extra "policies:" replaces the minimal one.
+    base = "name: t\n" if extra.startswith("policies:") else MINIMAL
+    path.write_text(base + extra)
     with pytest.raises(InvalidInput) as caught:
         load_scenario(path)
     message = str(caught.value)
@@ -129,7 +131,7 @@ def test_cli_rejects_invalid_scenario_with_one_line_and_exit_2(
     tmp_path: Path, extra: str, field: str
 ) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(MINIMAL + extra)
+    path.write_text(("name: t\n" if extra.startswith("policies:") else MINIMAL) + extra)
     done = subprocess.run(
         [sys.executable, "-m", "balancebench", "run", str(path), "--out", str(tmp_path / "out")],
         capture_output=True,
