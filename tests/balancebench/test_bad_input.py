@@ -182,12 +182,12 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(
 def test_a_programming_error_keeps_its_traceback_and_asks_for_a_report(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from balancebench.commands import cluster
+    from balancebench.clusters import registry
 
-    def broken() -> None:
+    def broken(provider: str | None = None) -> list[tuple[str, str]]:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(cluster, "get_provider", lambda name="netns": broken())
+    monkeypatch.setattr(registry, "running_clusters", broken)
     code = main(["cluster", "list"])
     err = capsys.readouterr().err
     assert code == 1
