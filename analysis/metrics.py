@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import special
 
 from analysis import hdr
+from analysis.explain import Explain, explain_cell
 from analysis.loading import RecordColumns
 from analysis.manifest import CellMeta, PodRef, Run
 from analysis.records import ERROR_KINDS
@@ -182,6 +183,8 @@ class CellMetrics:
     errors_by_pod: Mapping[str, Mapping[str, int]]
     matrix: SourceTargetMatrix
     timeseries: TimeSeries
+    explain: Explain | None = None
+    """Client pod → node → connection → target pod, against what chance predicts (:mod:`analysis.explain`)."""
 
     @property
     def cell(self) -> str:
@@ -435,6 +438,22 @@ def _metrics(
         corrected_ms = data.latency_ms + data.wait_ms
         corrected = _latency(hdr.histogram_counts(corrected_ms)[0], *_max_mean(corrected_ms))
 
+    balance = balance_of(pod_requests)
+    started = data.ts[answered] + data.wait_ms[answered] / 1000.0
+    explain = explain_cell(
+        dataplane=meta.dataplane,
+        policy_spec=meta.policy_spec,
+        source_names=[pod.name for pod in sources],
+        source_nodes=[pod.node for pod in sources],
+        target_names=[pod.name for pod in targets],
+        target_nodes=list(target_nodes),
+        source=data.source[answered],
+        target=data.target[answered],
+        server_conn=data.server_conn[answered],
+        started=started,
+        ended=started + data.latency_ms[answered] / 1000.0,
+        request_jain=balance.jain,
+    )
     return CellMetrics(
         meta=meta,
         requests=data.size,
@@ -444,7 +463,7 @@ def _metrics(
         errors=int(failed.sum()),
         duration_s=float(data.ts.max() - data.ts.min()) if data.size > 1 else None,
         pods=pods,
-        balance=balance_of(pod_requests),
+        balance=balance,
         latency=_latency(overall_counts[0], *_max_mean(data.latency_ms)),
         latency_corrected=corrected,
         spectrum_ms=_optional_floats(hdr.value_at_percentiles(overall_counts, SPECTRUM_PERCENTILES)[0]),
@@ -453,6 +472,7 @@ def _metrics(
         errors_by_pod=errors_by_pod,
         matrix=_matrix(data, answered, sources, targets),
         timeseries=_timeseries(data, answered, failed, targets),
+        explain=explain,
     )
 
 

@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
+from analysis.explain import CONNECTION_COLUMNS, connection_rows, explain_lines
 from analysis.loading import read_columns
 from analysis.manifest import load_run, run_path, write_json_atomically, write_text_atomically
 from analysis.metrics import SPECTRUM_PERCENTILES, CellMetrics, compute_run
@@ -173,6 +174,15 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
             for pod, kinds in entry["errors_by_pod"].items()
         ]
         errors = "<h3>Errors by pod</h3>" + _table(("pod", "errors by kind"), rows)
+    explained = explain_lines(entry)
+    explain = ""
+    if explained:
+        explain = (
+            '<h3>Explain: client pod → node → connection → target pod</h3><ul class="details">'
+            + "".join(f"<li>{_e(line)}</li>" for line in explained)
+            + "</ul><h4>Busiest connections</h4>"
+            + _table(CONNECTION_COLUMNS, connection_rows(entry))
+        )
     return f"""<section class="cell" id="{anchor}">
 <h2>{_e(entry["cell"])}</h2>
 <p class="sentence">{_e(entry["sentence"])}</p>
@@ -182,6 +192,7 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
 <h3>Per pod</h3>
 {_table(POD_COLUMNS, pod_rows(entry))}
 {errors}
+{explain}
 </section>
 """
 

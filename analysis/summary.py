@@ -55,6 +55,16 @@ errors_by_kind             ``{kind: count}`` for kinds that occurred (``http_5xx
 errors_by_pod              ``{pod: {kind: count}}``; ``(no response)`` for errors no pod answered
 matrix                     ``{sources, targets, requests}``: answered requests per source (row) and target
                            (column), the "who hit whom" figure
+chance                     what C random connections over P pods give (``analysis/chance.py``):
+                           ``{connections, pods, effective_connections, pods_used, connection_jain, jain,
+                           max_mean, verdict, connection_verdict, cause, sentence}``; each figure
+                           ``{expected, low, high, exact}`` (central 90 %) plus ``measured``; ``verdict``
+                           ``better``/``chance``/``worse`` for requests per pod (the connections' request
+                           counts kept), ``connection_verdict`` for connections per pod; ``cause`` one of
+                           ``analysis.explain.CAUSES`` or null; null when nothing was answered
+explain                    ``{sources: [{pod, node, connections, requests, targets: {pod: connections}}],
+                           connections: [{source_pod, source_node, target_pod, target_node, requests,
+                           opened_s, lifetime_s}] (the busiest 20), connections_total}``
 =========================  ================================================================================
 
     >>> summary = build_summary(run, compute_run(run, records))   # doctest: +SKIP
@@ -72,6 +82,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analysis.errors import AnalysisError
+from analysis.explain import CONNECTION_COLUMNS, connection_rows, explain_entry, explain_lines
 
 if TYPE_CHECKING:  # at run time this module stays light: `compare` imports it without pandas or scipy
     from analysis.manifest import Run
@@ -297,6 +308,11 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lines += ["", f"## {entry['cell']}", "", entry["sentence"], ""]
         lines += [f"- {line}" for line in detail_lines(entry)] + [""]
         lines += _markdown_table(POD_COLUMNS, pod_rows(entry))
+        explained = explain_lines(entry)
+        if explained:
+            lines += ["", "Explain: client pod (node) → connections → target pods.", ""]
+            lines += [f"- {line}" for line in explained] + [""]
+            lines += _markdown_table(CONNECTION_COLUMNS, connection_rows(entry))
         if entry["errors_by_kind"]:
             kinds = ", ".join(f"{kind} {count:,}" for kind, count in entry["errors_by_kind"].items())
             lines += ["", f"Errors by kind: {kinds}."]
@@ -481,6 +497,7 @@ def _cell_entry(metrics: CellMetrics, label: str) -> dict[str, Any]:
             "targets": list(metrics.matrix.targets),
             "requests": [list(row) for row in metrics.matrix.requests],
         },
+        **explain_entry(metrics.explain),
     }
 
 

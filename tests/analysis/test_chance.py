@@ -109,9 +109,8 @@ def test_pods_used_agrees_with_simulated_placements(connections: int, pods: int,
     trials = 3000
     placed = rng.integers(0, pods, size=(trials, connections))
     used = np.array([np.unique(row).size for row in placed], dtype=np.float64)
-    sd = math.sqrt(
-        float(np.dot(np.square(np.arange(pods + 1)), p)) - expected_pods_used(connections, pods) ** 2
-    )
+    variance = float(np.dot(np.square(np.arange(pods + 1)), p)) - expected_pods_used(connections, pods) ** 2
+    sd = math.sqrt(max(0.0, variance))
     assert abs(used.mean() - expected_pods_used(connections, pods)) <= 6 * sd / math.sqrt(trials) + 1e-9
     baseline = chance_baseline(connections=connections, pods=pods)
     low, high = int(baseline.pods_used.low), int(baseline.pods_used.high)
