@@ -25,7 +25,8 @@ from pathlib import Path
 from analysis.errors import AnalysisError
 from analysis.manifest import RUN_FILE, CellMeta, HostInfo, LoadSpec, PodRef, Run, load_run, write_run
 from balancebench.clusters import registry
-from balancebench.clusters.base import Cluster, ClusterSpec
+from balancebench.clusters.base import Cluster, ClusterSpec, ProviderOptions
+from balancebench.clusters.plan import Plan
 from balancebench.errors import InvalidInput, MissingFeature, RunError
 from balancebench.loadrun import CellLoad, CellProgress, CellResult, metric_sum, run_cell
 from balancebench.scenario import Cell, Scenario
@@ -106,7 +107,7 @@ def discard_unmeasured_run(run_dir: Path) -> bool:
 def cluster_spec(scenario: Scenario, dataplane: str) -> ClusterSpec:
     """The cluster a scenario's cells of ``dataplane`` run on (named after this process: runs coexist)."""
     return ClusterSpec(
-        name=f"bb{os.getpid()}-{dataplane}"[:32],
+        name=f"bb{os.getpid()}-{dataplane.replace(':', '-')}"[:32],
         nodes=scenario.cluster.nodes,
         targets=scenario.cluster.targets,
         sources=scenario.cluster.sources,
@@ -116,7 +117,7 @@ def cluster_spec(scenario: Scenario, dataplane: str) -> ClusterSpec:
     )
 
 
-def plan(scenario: Scenario) -> tuple[Scenario, dict[str, str]]:
+def plan(scenario: Scenario, options: ProviderOptions | None = None) -> tuple[Scenario, dict[str, str]]:
     """Check every cluster the scenario needs on this machine before anything is created.
 
     Returns the scenario with ``dataplanes: all`` resolved to the dataplanes this machine has, and the
@@ -128,7 +129,7 @@ def plan(scenario: Scenario) -> tuple[Scenario, dict[str, str]]:
         missing = driver_missing(cell.load.driver)
         if missing is not None:
             raise MissingFeature(missing)
-    provider = registry.resolve(scenario.cluster.provider)
+    provider = registry.resolve(scenario.cluster.provider, options)
     available: list[str] = []
     skipped: dict[str, str] = {}
     for dataplane in scenario.dataplane_list():
@@ -146,15 +147,31 @@ def plan(scenario: Scenario) -> tuple[Scenario, dict[str, str]]:
     return scenario.model_copy(update={"dataplanes": available}), skipped
 
 
+def dry_run_plans(scenario: Scenario, options: ProviderOptions | None = None) -> list[Plan]:
+    """Each cluster's complete ordered plan (``--dry-run``), touching nothing: kind and existing only."""
+    provider = registry.resolve(scenario.cluster.provider, options)
+    make_plan = getattr(provider, "plan", None)
+    if make_plan is None:
+        raise InvalidInput(
+            f"--dry-run is for the kind and existing providers; the {provider.name} provider has no plan "
+            "to print (it touches nothing outside its own sandbox): drop --dry-run, or pass --provider kind"
+        )
+    plans: list[Plan] = [
+        make_plan(cluster_spec(scenario, dataplane)) for dataplane in scenario.dataplane_list()
+    ]
+    return plans
+
+
 def run_scenario(
     scenario: Scenario,
     *,
     scenario_file: Path,
     run_dir: Path,
     on_event: Callable[[RunEvent], None] | None = None,
+    options: ProviderOptions | None = None,
 ) -> Run:
     """Measure every cell of ``scenario`` into the empty ``run_dir``; return the final run.json."""
-    provider = registry.resolve(scenario.cluster.provider)
+    provider = registry.resolve(scenario.cluster.provider, options)
     cells = scenario.cells()
     run = Run(
         scenario=scenario.name,

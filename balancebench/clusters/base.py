@@ -23,6 +23,27 @@ from balancebench.names import check_cluster_name
 DATAPLANES: tuple[str, ...] = ("nftables", "iptables", "ipvs", "ebpf")
 """Service load-balancing dataplanes: kube-proxy's three modes and Cilium-style eBPF socket LB."""
 
+KUBERNETES_DATAPLANES: tuple[str, ...] = ("iptables", "ipvs", "nftables", "cilium")
+"""What real clusters (kind, existing) run: kube-proxy's modes and Cilium's kube-proxy replacement."""
+
+IPVS_SCHEDULERS: tuple[str, ...] = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh")
+"""kube-proxy's ``--ipvs-scheduler`` values; ``ipvs:SCHED`` names a dataplane with one of them."""
+
+
+def is_dataplane(name: str) -> bool:
+    """True if some provider knows ``name`` (each provider's ``check`` says whether it runs it)."""
+    family, sep, scheduler = name.partition(":")
+    if sep:
+        return family == "ipvs" and scheduler in IPVS_SCHEDULERS
+    return name in DATAPLANES or name in KUBERNETES_DATAPLANES
+
+
+def dataplane_choices() -> str:
+    """Every dataplane name, for error messages."""
+    names = dict.fromkeys((*DATAPLANES, *KUBERNETES_DATAPLANES))
+    return f"{', '.join(names)} or ipvs:SCHED (SCHED one of {', '.join(IPVS_SCHEDULERS)})"
+
+
 PodRole = Literal["target", "source"]
 
 
@@ -55,10 +76,24 @@ class ClusterSpec:
         ):
             if value < least:
                 raise InvalidInput(f"--{what} must be at least {least}, got {value}")
-        if self.dataplane not in DATAPLANES:
-            raise InvalidInput(f"unknown dataplane {self.dataplane!r}: choose one of {', '.join(DATAPLANES)}")
+        if not is_dataplane(self.dataplane):
+            raise InvalidInput(f"unknown dataplane {self.dataplane!r}: choose {dataplane_choices()}")
         if not 30000 <= self.node_port <= 32767:
             raise InvalidInput(f"node port {self.node_port} is outside 30000-32767, the NodePort range")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderOptions:
+    """How to reach a real cluster and what to leave behind: ``--kubeconfig``, ``--context``, ``--keep``.
+
+    The netns provider takes none; kind uses ``keep``; existing uses ``kubeconfig`` and ``context``."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    keep: bool = False
+
+    def given(self) -> bool:
+        return self != ProviderOptions()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from balancebench.clusters.base import Cluster, Provider
+from balancebench.clusters.base import Cluster, Provider, ProviderOptions
 from balancebench.errors import InvalidInput, MissingFeature
 from balancebench.names import check_cluster_name
 
@@ -30,10 +30,14 @@ class ProviderEntry:
     name: str
     target: str
     summary: str
+    takes_options: bool = False
+    """True if the provider's class takes a ``ProviderOptions`` (real clusters: kind, existing)."""
 
-    def load(self) -> Provider:
+    def load(self, options: ProviderOptions | None = None) -> Provider:
+        """The provider, given ``options`` (``--kubeconfig``, ``--context``, ``--keep``) if any."""
         module_name, _, attr = self.target.partition(":")
-        provider: Provider = getattr(importlib.import_module(module_name), attr)()
+        factory = getattr(importlib.import_module(module_name), attr)
+        provider: Provider = factory(options) if options is not None and options.given() else factory()
         return provider
 
 
@@ -43,6 +47,18 @@ PROVIDERS: tuple[ProviderEntry, ...] = (
         target="balancebench.clusters.netns.provider:NetnsProvider",
         summary="network namespaces on this machine, no Docker needed",
     ),
+    ProviderEntry(
+        name="kind",
+        target="balancebench.clusters.kind:KindProvider",
+        summary="a kind cluster in Docker (kube-proxy iptables, ipvs, nftables, or Cilium)",
+        takes_options=True,
+    ),
+    ProviderEntry(
+        name="existing",
+        target="balancebench.clusters.existing:ExistingProvider",
+        summary="a cluster you have, through --kubeconfig/--context, in one namespace it creates",
+        takes_options=True,
+    ),
 )
 """Every provider, in detection order (the embedded one first: it needs nothing but this machine)."""
 
@@ -51,11 +67,16 @@ def names() -> tuple[str, ...]:
     return tuple(entry.name for entry in PROVIDERS)
 
 
-def get(name: str) -> Provider:
+def get(name: str, options: ProviderOptions | None = None) -> Provider:
     """The provider called ``name``; InvalidInput naming the ones there are."""
     for entry in PROVIDERS:
         if entry.name == name:
-            return entry.load()
+            if options is not None and options.given() and not entry.takes_options:
+                raise InvalidInput(
+                    f"--kubeconfig, --context and --keep are for real clusters: the {name} provider takes "
+                    "none of them (use --provider kind or existing)"
+                )
+            return entry.load(options)
     raise InvalidInput(f"unknown cluster provider {name!r}: choose one of {', '.join(names())}, or {AUTO}")
 
 
@@ -71,9 +92,9 @@ def detect() -> Provider:
     raise MissingFeature(f"no cluster provider can run here (tried {'; '.join(reasons)})")
 
 
-def resolve(name: str | None) -> Provider:
+def resolve(name: str | None, options: ProviderOptions | None = None) -> Provider:
     """``--provider``'s value to a provider: a name from the table, or ``auto``/None to detect one."""
-    return detect() if name in (None, AUTO) else get(name)
+    return detect() if name in (None, AUTO) else get(name, options)
 
 
 def find_cluster(cluster: str, provider: str | None = None) -> Cluster:

@@ -36,10 +36,27 @@ def run(
             help="Cluster provider, overriding the scenario's cluster.provider (netns, …, or auto).",
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="kind/existing: print the complete ordered plan of every cluster; touch nothing.",
+        ),
+    ] = False,
+    kubeconfig: Annotated[
+        str | None, typer.Option("--kubeconfig", help="existing: the kubeconfig file (default: $KUBECONFIG).")
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option("--context", help="existing: the kubeconfig context to use.")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="kind: leave the clusters running afterwards (for debugging).")
+    ] = False,
 ) -> None:
     """Run every cell of a scenario (one cluster per dataplane) and write summary.json/.md and report.html."""
     from analysis.report import write_report
     from analysis.summary import render_text
+    from balancebench.clusters.base import ProviderOptions
     from balancebench.errors import InvalidInput, RunError
     from balancebench.runner import (
         default_run_dir,
@@ -52,7 +69,14 @@ def run(
     from balancebench.scenario import load_scenario
 
     overrides = [*(overrides or ()), *([f"cluster.provider={provider}"] if provider else [])]
-    scenario, skipped = plan(load_scenario(scenario_file, overrides=overrides))
+    options = ProviderOptions(kubeconfig=kubeconfig, context=context, keep=keep)
+    if dry_run:
+        from balancebench.runner import dry_run_plans
+
+        for cluster_plan in dry_run_plans(load_scenario(scenario_file, overrides=overrides), options):
+            typer.echo(cluster_plan.render())
+        return
+    scenario, skipped = plan(load_scenario(scenario_file, overrides=overrides), options)
     run_dir = prepare_run_dir(out or default_run_dir(scenario))
     console = Console(stderr=True)
     for dataplane, reason in skipped.items():
@@ -75,7 +99,9 @@ def run(
                     )
 
         try:
-            run_scenario(scenario, scenario_file=scenario_file, run_dir=run_dir, on_event=on_event)
+            run_scenario(
+                scenario, scenario_file=scenario_file, run_dir=run_dir, on_event=on_event, options=options
+            )
         except InvalidInput:
             # Bad input found late (a cluster refused it): leave nothing half-created if nothing was measured.
             if not discard_unmeasured_run(run_dir):
