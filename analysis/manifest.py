@@ -16,6 +16,10 @@ keeps keys it does not know, so later issues can add fields (scale or fault even
                 "source_pods": [{"name": "source-0", "node": "node-0"}],
                 "server_requests": 12345, "started": "…", "finished": "…"}]}
 
+``events`` (when the scenario has ``events:``) lists each change under load as it ran: ``{"kind": "scale",
+"description": "scale to 9", "at_s": 5.0, "started": 1764650000.1, "finished": 1764650001.2,
+"load_started": 1764649995.0, "detail": {"pods_added": ["echo-6", …], "pods_removed": []}, "error": null}``.
+
 ``target_pods`` lists every endpoint the Service had during the cell, including pods that got no request:
 they count, with share 0, in every balance metric. ``server_requests`` is the delta of the echo servers'
 ``/metrics`` request totals over the cell (null when unknown). ``concurrency`` is the number of connections
@@ -72,6 +76,22 @@ class LoadSpec(_Model):
     warmup_s: float | None = Field(default=None, ge=0)
 
 
+class EventRecord(_Model):
+    """A change under load as it happened: planned ``at_s`` from the cell's first request, wall-clock
+    ``started``/``finished`` (epoch s, null when the cell ended first), and what it changed (``detail``:
+    ``pods_added``, ``pods_removed``, ``pod``, ``latency_ms`` …). ``load_started`` is when the servers
+    answered the cell's first request, as the runner saw it."""
+
+    kind: str = Field(min_length=1)
+    description: str = ""
+    at_s: float = Field(ge=0)
+    started: float | None = None
+    finished: float | None = None
+    load_started: float | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
 class CellMeta(_Model):
     """One scenario cell (dataplane × policy × load); its ``cell`` id matches the records' ``cell`` column.
 
@@ -95,6 +115,8 @@ class CellMeta(_Model):
     server_requests: int | None = Field(default=None, ge=0)
     started: datetime | None = None
     finished: datetime | None = None
+    events: tuple[EventRecord, ...] = ()
+    """The scenario's changes under load, in the order they ran (empty without ``events:``)."""
 
     @field_validator("target_pods", "source_pods")
     @classmethod

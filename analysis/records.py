@@ -25,8 +25,9 @@ wait_ms             float64   from the intended send time to the actual send (op
                               0 in a closed loop); ``latency_ms + wait_ms`` is the coordinated-omission
                               corrected latency
 status              int16     HTTP status; 0 when there was no response
-error               string    "" on success, else the error kind: ``http_5xx``, ``http_4xx``, ``connect``,
-                              ``reset``, ``timeout``, ``protocol``, ``other``
+error               string    "" on success, else the error kind: ``http_5xx``, ``http_4xx``, ``refused``
+                              (connection refused: nothing listens, a dead pod), ``connect`` (any other
+                              connect failure), ``reset``, ``timeout``, ``protocol``, ``other``
 warmup              bool      sent during warm-up; excluded from every metric
 ==================  ========  =============================================================================
 """
@@ -60,7 +61,16 @@ RECORD_SCHEMA = pa.schema(
 
 COLUMNS: tuple[str, ...] = tuple(RECORD_SCHEMA.names)
 
-ERROR_KINDS: tuple[str, ...] = ("http_5xx", "http_4xx", "connect", "reset", "timeout", "protocol", "other")
+ERROR_KINDS: tuple[str, ...] = (
+    "http_5xx",
+    "http_4xx",
+    "refused",
+    "connect",
+    "reset",
+    "timeout",
+    "protocol",
+    "other",
+)
 
 RECORDS_DIR = "records"
 """Name of the directory, inside a run directory, that holds the Parquet record files."""

@@ -229,8 +229,12 @@ def run_cell(
     progress_interval: float = 1.0,
     master_port: int = MASTER_PORT,
     python: str = sys.executable,
+    settle: Callable[[], None] | None = None,
 ) -> CellResult:
-    """Run ``load`` on ``cluster``; records go to ``run_dir/records``, Locust logs to ``run_dir/logs``."""
+    """Run ``load`` on ``cluster``; records go to ``run_dir/records``, Locust logs to ``run_dir/logs``.
+
+    ``settle`` is called once the load has ended, before the servers' counters are read (the runner
+    waits there for a change under load still in progress)."""
     status = cluster.status()
     sources = _pick_sources(status.sources(), load.sources, cluster.name)
     service = status.service
@@ -242,6 +246,7 @@ def run_cell(
 
     targets = [p.name for p in status.targets(ready_only=False)]
     before, unread_before = _server_counts(cluster, targets)
+    departed_before = set(cluster.departed())
     tally = _RecordTally(records_dir, load.cell)
     users = load.users_per_source * len(sources)
     run_time = math.ceil(load.duration)
@@ -284,9 +289,15 @@ def run_cell(
             f"{_last_line(first.log)} (log: {first.log})"
         )
 
+    if settle is not None:
+        settle()
     # Pods that appeared during the cell (a scale-up) started from zero; pods that vanished are unread.
     targets += [p.name for p in cluster.status().targets(ready_only=False) if p.name not in targets]
-    after, unread_after = _server_counts(cluster, targets)
+    # Pods that died during the cell (kill, scale-down, rolling restart) were read just before they died.
+    departed = {pod: n for pod, n in cluster.departed().items() if pod not in departed_before}
+    targets += [pod for pod in departed if pod not in targets]
+    after, unread_after = _server_counts(cluster, [pod for pod in targets if pod not in departed])
+    after.update(departed)
     tally.read_new()
     unread = tuple(sorted(set(unread_before) | set(unread_after)))
     server_per_pod = {pod: after[pod] - before.get(pod, 0) for pod in after}

@@ -28,6 +28,7 @@ from balancebench.clusters import registry
 from balancebench.clusters.base import Cluster, ClusterSpec, ProviderOptions
 from balancebench.clusters.plan import Plan
 from balancebench.errors import InvalidInput, MissingFeature, RunError
+from balancebench.events.timeline import Timeline
 from balancebench.loadrun import CellLoad, CellProgress, CellResult, metric_sum, run_cell
 from balancebench.scenario import Cell, Scenario
 from loadtests.drivers import driver_missing
@@ -187,30 +188,37 @@ def run_scenario(
     for dataplane in scenario.dataplane_list():
         spec = cluster_spec(scenario, dataplane)
         dataplane_cells = [cell for cell in cells if cell.dataplane == dataplane]
-        emit(RunEvent(cell=dataplane_cells[0], index=index, total=len(cells), phase="cluster up"))
-        with provider.up(spec) as cluster:
-            for cell in dataplane_cells:
-                index += 1
-                _wait_for_clean_cluster(cluster)
-                emit(RunEvent(cell=cell, index=index, total=len(cells), phase="running"))
-                started = datetime.now(UTC)
-                result: CellResult | None = None
-                try:
-                    result = run_cell(
-                        cluster,
-                        cell_load(cell, seed=scenario.seed),
-                        run_dir,
-                        progress=lambda p, c=cell, i=index: emit(  # type: ignore[misc]
-                            RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
-                        ),
-                    )
-                finally:
-                    # A cell cut short (error, Ctrl-C) is recorded too, marked incomplete, so what it
-                    # measured stays readable.
-                    meta = cell_meta(scenario, cell, cluster, result, started)
-                    run = run.model_copy(update={"cells": (*run.cells, meta)})
-                    write_run(run_dir, run)
-                emit(RunEvent(cell=cell, index=index, total=len(cells), phase="done", result=result))
+        # Events change a cluster for good (pods die, new ones appear): each such cell gets a fresh one.
+        groups = [[cell] for cell in dataplane_cells] if scenario.events else [dataplane_cells]
+        for group in groups:
+            emit(RunEvent(cell=group[0], index=index, total=len(cells), phase="cluster up"))
+            with provider.up(spec) as cluster:
+                for cell in group:
+                    index += 1
+                    _wait_for_clean_cluster(cluster)
+                    emit(RunEvent(cell=cell, index=index, total=len(cells), phase="running"))
+                    started = datetime.now(UTC)
+                    result: CellResult | None = None
+                    timeline = _timeline(scenario, cell, cluster)
+                    try:
+                        result = run_cell(
+                            cluster,
+                            cell_load(cell, seed=scenario.seed),
+                            run_dir,
+                            progress=lambda p, c=cell, i=index: emit(  # type: ignore[misc]
+                                RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
+                            ),
+                            settle=timeline.finish if timeline is not None else None,
+                        )
+                    finally:
+                        # A cell cut short (error, Ctrl-C) is recorded too, marked incomplete, so what it
+                        # measured stays readable.
+                        if timeline is not None:
+                            timeline.finish()
+                        meta = cell_meta(scenario, cell, cluster, result, started, timeline=timeline)
+                        run = run.model_copy(update={"cells": (*run.cells, meta)})
+                        write_run(run_dir, run)
+                    emit(RunEvent(cell=cell, index=index, total=len(cells), phase="done", result=result))
     run = run.model_copy(update={"finished": datetime.now(UTC)})
     write_run(run_dir, run)
     return run
@@ -234,13 +242,50 @@ def cell_load(cell: Cell, *, seed: int | None = None) -> CellLoad:
     )
 
 
+def _timeline(scenario: Scenario, cell: Cell, cluster: Cluster) -> Timeline | None:
+    """The cell's events, waiting for its first request (None for a scenario without events)."""
+    if not scenario.events:
+        return None
+    echo = scenario.echo
+
+    def base_faults(pod: str) -> dict[str, float]:
+        own = echo.pods.get(pod)
+        latency = (own.latency if own and own.latency else echo.latency) * 1000
+        jitter = (own.latency_jitter if own and own.latency_jitter else echo.latency_jitter) * 1000
+        return {"latency_ms": latency, "latency_jitter_ms": jitter}
+
+    seed = None if scenario.seed is None else scenario.seed + cell.repetition
+    timeline = Timeline(cluster, scenario.events, base_faults=base_faults, seed=seed)
+    timeline.start()
+    return timeline
+
+
 def cell_meta(
-    scenario: Scenario, cell: Cell, cluster: Cluster, result: CellResult | None, started: datetime
+    scenario: Scenario,
+    cell: Cell,
+    cluster: Cluster,
+    result: CellResult | None,
+    started: datetime,
+    *,
+    timeline: Timeline | None = None,
 ) -> CellMeta:
     """run.json's record of a cell: what ran, against which pods, and what the servers counted.
 
-    ``result`` is None for a cell cut short (an error or Ctrl-C): it is marked ``"complete": false``."""
+    ``result`` is None for a cell cut short (an error or Ctrl-C): it is marked ``"complete": false``.
+    With events, ``target_pods`` lists every echo pod the cell had (at its start, added, removed)."""
     status = cluster.status()
+    targets = [PodRef(name=p.name, node=p.node) for p in status.targets(ready_only=False)]
+    if timeline is not None:
+        seen = {pod.name for pod in targets}
+        for record in timeline.records:
+            for name in (*record.detail.get("pods_removed", ()), *record.detail.get("pods_added", ())):
+                if name not in seen:
+                    seen.add(name)
+                    targets.append(PodRef(name=name, node=timeline.initial_nodes.get(name)))
+        for name, node in timeline.initial_nodes.items():
+            if name not in seen:
+                seen.add(name)
+                targets.append(PodRef(name=name, node=node))
     policy = parse_policy(cell.policy)
     load = cell.load
     # A perfectly kept-alive client needs one connection per request in flight: one per user, unless
@@ -269,12 +314,13 @@ def cell_meta(
         ),
         open_loop=load.model == "open",
         concurrency=max(1, concurrency),
-        target_pods=tuple(PodRef(name=p.name, node=p.node) for p in status.targets()),
+        target_pods=tuple(targets),
         source_pods=tuple(PodRef(name=p.name, node=p.node) for p in status.sources()),
         server_requests=None if result is None else result.server_requests,
         started=started,
         finished=datetime.now(UTC),
         complete=result is not None,
+        events=tuple(timeline.records) if timeline is not None else (),
     )
 
 

@@ -33,6 +33,7 @@ from pydantic import (
 from balancebench.clusters import registry
 from balancebench.clusters.base import DATAPLANES, dataplane_choices, is_dataplane
 from balancebench.errors import InvalidInput
+from balancebench.events import Event, PlanError, check_timeline, parse_event
 from balancebench.names import SCENARIO_NAME_MAX
 
 
@@ -260,6 +261,9 @@ class Scenario(_Strict):
     policies: list[Annotated[PolicyEntry, BeforeValidator(_policy_entry)]] = Field(min_length=1)
     repetitions: int = Field(1, ge=1, le=100)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    events: list[Annotated[Event, BeforeValidator(parse_event)]] = Field(default_factory=list)
+    """Changes under load in every cell (scale, kill, rolling-restart, slow, recover, ready): see
+    :mod:`balancebench.events`."""
 
     @field_validator("dataplanes", mode="before")
     @classmethod
@@ -309,6 +313,21 @@ class Scenario(_Strict):
                 )
         for entry in self.policies:
             _check_driver(self.load_for(entry), entry)
+        return self
+
+    @model_validator(mode="after")
+    def _timeline_valid(self) -> Scenario:
+        if self.events:
+            limit = next(m.le for m in ClusterConfig.model_fields["targets"].metadata if hasattr(m, "le"))
+            try:
+                check_timeline(
+                    self.events,
+                    targets=self.cluster.targets,
+                    max_targets=int(limit),
+                    durations=[self.load_for(entry).duration for entry in self.policies],
+                )
+            except PlanError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def load_for(self, entry: PolicyEntry) -> LoadConfig:

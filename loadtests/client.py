@@ -197,6 +197,8 @@ class PolicyClient:
     def _connect(self) -> gevent.socket.socket:
         try:
             sock = gevent.socket.create_connection((self.host, self.port), timeout=self._connect_timeout)
+        except ConnectionRefusedError as exc:
+            raise _Broken("refused", exc) from exc
         except (TimeoutError, OSError) as exc:
             raise _Broken("connect", exc) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -251,7 +251,21 @@ def _library_failure(kind: str, exc: BaseException, start: float) -> Exchange:
     )
 
 
+def _refused(exc: BaseException) -> bool:
+    """True when a library's connect error was the server refusing (nothing listening, a dead pod)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _httpx_kind(httpx: Any, exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectError) and _refused(exc):
+        return "refused"
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return "connect"
     if isinstance(exc, httpx.TimeoutException):
@@ -270,7 +284,9 @@ def _requests_kind(requests: Any, exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, requests.exceptions.ConnectionError):
         # urllib3 wraps the cause: NewConnectionError when connecting, ProtocolError when the peer hung up.
-        return "connect" if "NewConnectionError" in repr(exc.args) else "reset"
+        if "NewConnectionError" in repr(exc.args):
+            return "refused" if _refused(exc) else "connect"
+        return "reset"
     return "other"
 
 

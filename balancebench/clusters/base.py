@@ -194,11 +194,23 @@ class Cluster(Protocol):
         ...
 
     def kill(self, pod: str) -> None:
-        """Remove a pod's endpoint and kill its process; its established connections break."""
+        """Remove a pod's endpoint, read its counters (see ``departed``) and kill its processes; its
+        established connections break."""
         ...
 
     def set_ready(self, pod: str, ready: bool) -> None:
         """Flip a target pod's readiness; an unready pod leaves the endpoints but keeps running."""
+        ...
+
+    def replace(self, pod: str, *, max_surge: int = 0, drain_timeout: float = 5.0) -> str:
+        """One step of a rolling restart, as a Deployment rollout does it: the pod leaves the endpoints,
+        drains (at most ``drain_timeout`` s) and is deleted; a new pod with a new name and IP replaces it
+        (``max_surge=1``: the new one is ready first). Returns the new pod's name."""
+        ...
+
+    def departed(self) -> dict[str, int]:
+        """Request totals (``echo_requests_total``) of the echo pods that left the cluster — killed,
+        scaled down or replaced — read just before each died, so records still reconcile exactly."""
         ...
 
     def pod_http(

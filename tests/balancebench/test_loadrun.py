@@ -173,6 +173,12 @@ class LoopbackCluster:
     def set_ready(self, pod: str, ready: bool) -> None:
         raise NotImplementedError
 
+    def replace(self, pod: str, *, max_surge: int = 0, drain_timeout: float = 5.0) -> str:
+        raise NotImplementedError
+
+    def departed(self) -> dict[str, int]:
+        return {}  # no pod of a loopback cluster ever leaves
+
     def down(self) -> None:
         for process in self.launched:
             if process.poll() is None:

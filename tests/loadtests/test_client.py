@@ -103,7 +103,7 @@ def test_connections_the_server_closes_are_not_reused_and_cost_no_errors(closing
     assert len({e.client_conn for e in exchanges}) == 4
 
 
-def test_unreachable_service_is_a_connect_error() -> None:
+def test_refused_connection_is_a_refused_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, never listening: connection refused
@@ -113,7 +113,7 @@ def test_unreachable_service_is_a_connect_error() -> None:
         exchange = client.request("/")
     assert (exchange.status, exchange.error, exchange.client_conn, exchange.target_pod) == (
         0,
-        "connect",
+        "refused",
         -1,
         "",
     )

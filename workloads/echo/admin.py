@@ -9,12 +9,19 @@ Nothing here counts as an echo request. Endpoints:
     POST /admin/ready    {"ready": false}  → the resulting {"ready": …}
     GET  /admin/faults   {"latency_ms": 0, "latency_jitter_ms": 0, "error_rate": 0, "cpu_ms": 0}
     PUT  /admin/faults   any subset of those keys → the resulting full object
+    POST /admin/freeze   the pod is about to be killed: stop reading and answering, wait (≤ 2 s) until the
+                         clients acknowledged every response written, → {"requests_total": N, "requests": …}
+    POST /admin/drain    {"timeout_s": 5}: unready, close idle connections, answer in-flight requests with
+                         ``Connection: close``; when all are closed (or at the timeout, frozen) → the counts
+
+freeze and drain answer with the final counters, so a pod that dies next is still accounted for exactly.
 
     $ curl -X PUT -d '{"latency_ms": 50}' http://127.0.0.1:8081/admin/faults
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -145,6 +152,63 @@ async def _put_faults(request: web.Request) -> web.Response:
     return _json(state.faults.as_dict())
 
 
+FREEZE_ACK_TIMEOUT = 2.0
+"""Seconds a freeze waits for clients to acknowledge the responses already written."""
+
+
+def _final_counts(state: EchoState) -> dict[str, object]:
+    requests = dict(state.stats.requests)
+    return {
+        "requests_total": sum(requests.values()),
+        "requests": {str(k): v for k, v in sorted(requests.items())},
+    }
+
+
+async def _await_acknowledged(state: EchoState, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while any(c.unacknowledged() for c in list(state.connections)) and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+
+
+async def _freeze_now(state: EchoState) -> None:
+    state.frozen = True
+    state.ready = False
+    for connection in list(state.connections):
+        connection.freeze()
+    await _await_acknowledged(state, FREEZE_ACK_TIMEOUT)
+
+
+async def _freeze(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    await _freeze_now(state)
+    return _json(_final_counts(state))
+
+
+async def _drain(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    try:
+        body = await _read_object(request)
+        timeout = body.get("timeout_s", 5.0)
+        if set(body) - {"timeout_s"} or isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise ConfigError('send {"timeout_s": SECONDS}')
+        if not 0 < timeout <= 300:
+            raise ConfigError("timeout_s must be within (0, 300]")
+    except ConfigError as exc:
+        return _json({"error": str(exc)}, status=400)
+    state.ready = False
+    state.draining = True
+    state.all_closed = asyncio.Event()
+    for connection in list(state.connections):
+        connection.drain()
+    if state.connections:
+        try:
+            await asyncio.wait_for(state.all_closed.wait(), timeout=float(timeout))
+        except TimeoutError:
+            await _freeze_now(state)
+    return _json(_final_counts(state))
+
+
 def admin_app(state: EchoState) -> web.Application:
     """The admin port's aiohttp application for one echo process.
 
@@ -164,4 +228,6 @@ def admin_app(state: EchoState) -> web.Application:
     app.router.add_post("/admin/ready", _set_ready)
     app.router.add_get("/admin/faults", _get_faults)
     app.router.add_put("/admin/faults", _put_faults)
+    app.router.add_post("/admin/freeze", _freeze)
+    app.router.add_post("/admin/drain", _drain)
     return app

@@ -15,11 +15,15 @@ Responses leave in request order even when injected latency differs per request 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import itertools
 import json
 import logging
 import random
 import socket
+import struct
+import termios
 import time
 from collections import deque
 from typing import Any, cast
@@ -65,6 +69,8 @@ class EchoState:
         self.ready = ready
         self.log_requests = log_requests
         self.draining = False
+        self.frozen = False
+        """Set just before the pod is killed: nothing more is read or answered (see ``freeze``)."""
         self.stats = EchoStats()
         self.connections: set[EchoProtocol] = set()
         self.rng = random.Random()
@@ -181,6 +187,8 @@ class EchoProtocol(asyncio.Protocol):
         self._opened = self._last_active = self._loop.time()
         self._age_limit = state.policy.age_limit_s(state.rng)
         state.connections.add(self)
+        if state.frozen:
+            self.freeze()
         state.stats.connection_opened()
         if state.policy.idle_timeout_s is not None:
             self._idle_handle = self._loop.call_at(
@@ -405,6 +413,26 @@ class EchoProtocol(asyncio.Protocol):
         """Shutdown: close now if idle, else let the last in-flight response carry ``Connection: close``."""
         if not self._pending and not self._closing:
             self._close()
+
+    def freeze(self) -> None:
+        """The pod is about to be killed: read and answer nothing more (unanswered is never counted)."""
+        self._closing = True
+        self._pending.clear()
+        if self._transport is not None and not self._read_paused:
+            self._read_paused = True
+            self._transport.pause_reading()
+
+    def unacknowledged(self) -> int:
+        """Bytes written but not yet acknowledged by the client (asyncio's buffer plus the kernel's)."""
+        transport = self._transport
+        if transport is None:
+            return 0
+        queued = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        return queued
 
     def abort(self) -> None:
         """Shutdown deadline passed: drop the connection with whatever is still in flight."""

@@ -110,6 +110,17 @@ class NetnsCluster:
     def set_ready(self, pod: str, ready: bool) -> None:
         self._request("set_ready", pod=pod, ready=ready)
 
+    def replace(self, pod: str, *, max_surge: int = 0, drain_timeout: float = 5.0) -> str:
+        timeout = UP_TIMEOUT + drain_timeout
+        return str(
+            self._request(
+                "replace", pod=pod, max_surge=max_surge, drain_timeout=drain_timeout, timeout=timeout
+            )
+        )
+
+    def departed(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self._request("departed").items()}
+
     def pod_http(
         self, pod: str, path: str, *, method: str = "GET", body: bytes | None = None, port: int | None = None
     ) -> tuple[int, bytes]:

@@ -124,6 +124,8 @@ class Supervisor:
         self._failure_kind: type[ClusterError | InvalidInput] = ClusterError
         self._detached = False
         self._handlers: set[asyncio.Task[Any]] = set()
+        self.departed: dict[str, int] = {}
+        """Request totals of echo pods that left (killed, scaled down, replaced), read before they died."""
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -485,7 +487,58 @@ class Supervisor:
             pod.removing = True
         self._sync()  # endpoints first, so no new connection is sent to a dying pod
         for pod in pods:
+            if pod.role == "target":
+                await self._last_count(pod, "freeze", {})
             await self._remove(pod)
+
+    async def _last_count(self, pod: PodState, action: str, body: dict[str, Any]) -> None:
+        """Freeze or drain a dying echo pod; it answers with its final request total, kept in ``departed``.
+
+        After a freeze the pod answers nothing more, and every response it wrote was acknowledged by its
+        client, so a run's records still account for exactly the requests the servers answered."""
+        if pod.process is None or pod.process.returncode is not None:
+            return
+        try:
+            status, data = await asyncio.to_thread(
+                _http, pod.ip, self.spec.admin_port, "POST", f"/admin/{action}", json.dumps(body).encode()
+            )
+            if status == 200:
+                self.departed[pod.name] = int(json.loads(data)["requests_total"])
+            else:
+                log.warning("pod %s refused %s (HTTP %d)", pod.name, action, status)
+        except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+            log.warning("could not read pod %s's last counts: %s", pod.name, exc)
+
+    async def replace(self, name: str, *, max_surge: int, drain_timeout: float) -> str:
+        """One step of a Deployment rollout: ``name`` is drained and deleted, a new pod (new name, new IP)
+        takes its place on its node; with ``max_surge`` the new pod is ready before the old one goes."""
+        async with self._lock:
+            old = self._pod(name)
+            if old.role != "target":
+                raise InvalidInput(f"pod {name!r} is a source pod: only echo pods are replaced")
+            new: PodState | None = None
+            if max_surge:
+                new = await self._start_new(old.node)
+            old.removing = True  # readiness off: it leaves the endpoints, established connections stay
+            self._sync()
+            await self._last_count(old, "drain", {"timeout_s": drain_timeout})
+            await self._remove(old)
+            if new is None:
+                new = await self._start_new(old.node)
+            log.info("pod %s replaced by %s (%s)", name, new.name, new.ip)
+            return new.name
+
+    async def _start_new(self, node: int) -> PodState:
+        pod = self._plan("target", node=node)
+        try:
+            self._add_pods([pod])
+            self._start(pod)
+            await self._wait_ready([pod])
+        except BaseException:
+            await self._remove(pod)
+            raise
+        self._sync()
+        return pod
 
     async def _remove(self, pod: PodState) -> None:
         """Kill every process in the pod's network namespace, then delete the namespace and its veth."""
@@ -598,6 +651,12 @@ class Supervisor:
         if op == "set_ready":
             await self.set_ready(req["pod"], bool(req["ready"]))
             return None
+        if op == "replace":
+            return await self.replace(
+                req["pod"], max_surge=int(req.get("max_surge", 0)), drain_timeout=float(req["drain_timeout"])
+            )
+        if op == "departed":
+            return dict(self.departed)
         if op == "pod_http":
             body = base64.b64decode(req["body"]) if req.get("body") is not None else None
             status, data = await self.pod_http(
