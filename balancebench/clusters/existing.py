@@ -360,6 +360,7 @@ class KubeCluster:
         self.api = api
         self.namespace = namespace or namespace_for(name)
         self.dataplane = dataplane
+        self._departed: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, namespace={self.namespace!r})"
@@ -443,9 +444,42 @@ class KubeCluster:
         return self.status()
 
     def kill(self, pod: str) -> None:
-        self.status().pod(pod)
+        if self.status().pod(pod).role == "target":
+            self._last_count(pod, "freeze", {})
         self.api.delete_pod(self.namespace, pod)
         self.api.wait_pods(self.namespace, lambda pods: pod not in pods, what=f"pod {pod} gone", timeout=60)
+
+    def replace(self, pod: str, *, max_surge: int = 0, drain_timeout: float = 5.0) -> str:
+        """Drain the pod, delete it and let the Deployment's ReplicaSet start its replacement."""
+        before = {p.name for p in self.status().targets(ready_only=False)}
+        if pod not in before:
+            self.status().pod(pod)  # says which pods there are
+        self._last_count(pod, "drain", {"timeout_s": drain_timeout})
+        self.kill(pod)
+
+        def replaced(pods: dict[str, V1Pod]) -> bool:
+            echo = [p for p in pods.values() if _role(p) == "target" and _meta(p).deletion_timestamp is None]
+            return len(echo) == len(before) and all(_ready(p) for p in echo)
+
+        self.api.wait_pods(self.namespace, replaced, what=f"a ready replacement for {pod}")
+        new = sorted({p.name for p in self.status().targets()} - before)
+        if not new:
+            raise ClusterError(f"no new echo pod replaced {pod}")
+        return new[0]
+
+    def departed(self) -> dict[str, int]:
+        return dict(self._departed)
+
+    def _last_count(self, pod: str, action: str, body: dict[str, object]) -> None:
+        """The echo pod's final request total, read just before it goes (freeze or drain answer with it)."""
+        try:
+            status, data = self.pod_http(
+                pod, f"/admin/{action}", method="POST", body=json.dumps(body).encode()
+            )
+            if status == 200:
+                self._departed[pod] = int(json.loads(data)["requests_total"])
+        except (ClusterError, ValueError, KeyError):
+            pass  # unread: the run's cross-check then says it cannot reconcile that pod
 
     def set_ready(self, pod: str, ready: bool) -> None:
         target = self.status().pod(pod)
