@@ -9,8 +9,9 @@ keeps keys it does not know, so later issues can add fields (scale or fault even
      "started": "2026-11-24T18:00:00Z", "finished": "…", "provider": "netns", "host": {"cpus": 2},
      "cells": [{"cell": "nftables/okhttp", "dataplane": "nftables", "policy": "okhttp",
                 "policy_spec": "max-idle=5,idle=5m", "driver": "policy", "path": "clusterip", "repetition": 0,
-                "load": {"model": "closed", "users_per_source": 1, "think_time_s": 0.0, "pause_s": null,
-                         "burst": null, "rate": null, "duration_s": 20.0, "warmup_s": 2.0},
+                "load": {"model": "closed", "driver": "policy", "users_per_source": 1, "think_time_s": 0.0,
+                         "burst": null, "pause_s": null, "rate": null, "duration_s": 20.0, "warmup_s": 2.0,
+                         "url_path": "/"},
                 "open_loop": false, "concurrency": 2,
                 "target_pods": [{"name": "echo-0", "node": "node-0"}],
                 "source_pods": [{"name": "source-0", "node": "node-0"}],
@@ -64,7 +65,10 @@ class HostInfo(_Model):
 
 
 class LoadSpec(_Model):
-    """How a cell's load was generated: closed loop (users with think time) or open loop (a rate)."""
+    """How a cell's load was generated: closed loop (users with think time) or open loop (a rate).
+
+    The plain schema of ``loadtests.load.Load.manifest()`` (analysis imports nothing of the repo); its
+    other keys (``driver``, ``url_path``) are kept as written."""
 
     model: str = "closed"
     users_per_source: int | None = Field(default=None, ge=0)

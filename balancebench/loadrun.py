@@ -5,8 +5,10 @@ network* (``Cluster.exec``), so the Service's load balancing sees each pod as a 
 write their records to ``RUN_DIR/records/`` as they go; afterwards the record count is compared with the
 echo servers' own ``/metrics`` request counters (cumulative, so the difference before/after the cell).
 
+    cell = Cell(id="nftables/okhttp", dataplane="nftables", policy_label="okhttp", policy="okhttp",
+                load=Load(duration_s=15))
     with registry.get("netns").up(ClusterSpec(name="bench")) as cluster:
-        result = run_cell(cluster, CellLoad(cell="nftables/okhttp", policy="okhttp", duration=15), run_dir)
+        result = run_cell(cluster, cell, run_dir)
         print(result.summary())          # "okhttp: 14210 requests, 14210 answered by the servers …"
         result.raise_for_mismatch()
 
@@ -36,9 +38,7 @@ import loadtests
 from analysis.records import RECORDS_DIR
 from balancebench.clusters.base import Cluster, Pod
 from balancebench.errors import BalancebenchError, InvalidInput, RunError
-from loadtests.drivers import DRIVERS, check_driver
-from loadtests.policy import PolicyError, PoolPolicy, format_duration, parse_policy
-from loadtests.shapes import LoadModel
+from balancebench.scenario import Cell
 
 LOCUSTFILE = Path(loadtests.__file__).with_name("locustfile.py")
 """The locustfile every master and worker loads."""
@@ -52,104 +52,12 @@ STARTUP_GRACE = 60.0
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-@dataclass(frozen=True, kw_only=True)
-class CellLoad:
-    """The load of one cell: policy, driver, users per source pod and the load model; seconds throughout.
-
-    ``duration`` includes ``warmup``; ``rate`` (open loop) is requests/s over all source pods together.
-
-        >>> CellLoad(cell="nftables/okhttp-1s", policy="okhttp-1s", users_per_source=4, think_time=0.3)
-    """
-
-    cell: str
-    policy: str = "keepalive"
-    driver: str = "policy"
-    users_per_source: int = 1
-    think_time: float = 0.0
-    burst: int = 0
-    pause: float = 0.0
-    rate: float | None = None
-    duration: float = 10.0
-    warmup: float = 0.0
-    path: str = "/"
-    spawn_rate: float | None = None
-    """Users started per second over the whole run; None = all at once."""
-    stop_timeout: float = 10.0
-    """Seconds users get to finish the request in flight when the run time is up (none is cut off)."""
-    sources: tuple[str, ...] = ()
-    """Source pods to generate load from; empty = all of the cluster's source pods."""
-    seed: int | None = None
-    """Seed for client-side randomness (jitter, random picks); None = unseeded."""
-
-    def __post_init__(self) -> None:
-        if not self.cell.strip():
-            raise InvalidInput("a cell needs an id, e.g. nftables/okhttp")
-        try:
-            check_driver(self.driver, self.pool_policy)
-            self.load_model  # noqa: B018 - validates the numbers
-        except PolicyError as exc:
-            raise InvalidInput(f"cell {self.cell}: {exc}") from None
-        if self.driver not in DRIVERS:  # pragma: no cover - check_driver said so already
-            raise InvalidInput(f"unknown driver {self.driver!r}")
-        if self.users_per_source < 1:
-            raise InvalidInput(
-                f"cell {self.cell}: users per source must be at least 1, got {self.users_per_source}"
-            )
-        if not math.isfinite(self.duration) or self.duration <= 0:
-            raise InvalidInput(
-                f"cell {self.cell}: duration must be positive, e.g. 15s, got {self.duration!r}"
-            )
-        if self.warmup >= self.duration:
-            raise InvalidInput(
-                f"cell {self.cell}: warm-up ({self.warmup:g}s) must be shorter than the duration"
-            )
-        if self.spawn_rate is not None and not self.spawn_rate > 0:
-            raise InvalidInput(f"cell {self.cell}: spawn rate must be positive, got {self.spawn_rate!r}")
-        if self.stop_timeout < 0:
-            raise InvalidInput(f"cell {self.cell}: stop timeout must not be negative")
-        if not self.path.startswith("/"):
-            raise InvalidInput(f"cell {self.cell}: path must start with '/', got {self.path!r}")
-
-    @property
-    def pool_policy(self) -> PoolPolicy:
-        try:
-            return parse_policy(self.policy)
-        except PolicyError as exc:
-            raise InvalidInput(f"cell {self.cell}: {exc}") from None
-
-    @property
-    def load_model(self) -> LoadModel:
-        return LoadModel(
-            think_time=self.think_time,
-            burst=self.burst,
-            pause=self.pause,
-            rate=self.rate,
-            warmup=self.warmup,
-            stop_after=self.duration if self.duration != int(self.duration) else None,
-        )
-
-    def locust_options(self, records_dir: Path) -> list[str]:
-        """The locustfile's own options for this cell (identical on master and workers)."""
-        options = [
-            "--policy", self.policy,
-            "--driver", self.driver,
-            "--cell", self.cell,
-            "--records-dir", str(records_dir),
-            "--path", self.path,
-            "--think-time", format_duration(self.think_time) if self.think_time else "0",
-            "--burst", str(self.burst),
-            "--pause", format_duration(self.pause) if self.pause else "0",
-            "--warmup", format_duration(self.warmup) if self.warmup else "0",
-        ]  # fmt: skip
-        if self.rate is not None:
-            options += ["--rate", repr(float(self.rate))]
-        if self.seed is not None:
-            options += ["--seed", str(self.seed)]
-        model = self.load_model
-        if model.stop_after is not None:
-            # Locust's --run-time is whole seconds; the workers stop sending at the exact duration.
-            options += ["--stop-after", f"{model.stop_after!r}s"]
-        return options
+def locust_options(cell: Cell, records_dir: Path) -> list[str]:
+    """The locustfile's own options for ``cell`` (identical on master and workers)."""
+    options = ["--policy", cell.policy, "--cell", cell.id, "--records-dir", str(records_dir)]
+    if cell.seed is not None:
+        options += ["--seed", str(cell.seed)]
+    return options + cell.load.locust_options()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,35 +130,40 @@ class _Process:
 
 def run_cell(
     cluster: Cluster,
-    load: CellLoad,
+    cell: Cell,
     run_dir: Path,
     *,
+    source_pods: Sequence[str] = (),
     progress: Callable[[CellProgress], None] | None = None,
     progress_interval: float = 1.0,
     master_port: int = MASTER_PORT,
     python: str = sys.executable,
     settle: Callable[[], None] | None = None,
 ) -> CellResult:
-    """Run ``load`` on ``cluster``; records go to ``run_dir/records``, Locust logs to ``run_dir/logs``.
+    """Run ``cell`` on ``cluster``; records go to ``run_dir/records``, Locust logs to ``run_dir/logs``.
 
-    ``settle`` is called once the load has ended, before the servers' counters are read (the runner
-    waits there for a change under load still in progress)."""
+    ``source_pods``: the source pods to generate load from; empty = all of the cluster's. ``settle`` is
+    called once the load has ended, before the servers' counters are read (the runner waits there for a
+    change under load still in progress)."""
+    load = cell.load
+    if load.duration_s is None:
+        raise InvalidInput(f"cell {cell.id}: a cell needs a duration, e.g. 15s")
     status = cluster.status()
-    sources = _pick_sources(status.sources(), load.sources, cluster.name)
+    sources = _pick_sources(status.sources(), source_pods, cluster.name)
     service = status.service
     host = f"http://{service.cluster_ip}:{service.port}"
     records_dir = run_dir / RECORDS_DIR
-    logs_dir = run_dir / "logs" / (_SLUG.sub("_", load.cell).strip("_") or "cell")
+    logs_dir = run_dir / "logs" / (_SLUG.sub("_", cell.id).strip("_") or "cell")
     records_dir.mkdir(parents=True, exist_ok=True)
     logs_dir.mkdir(parents=True, exist_ok=True)
 
     targets = [p.name for p in status.targets(ready_only=False)]
     before, unread_before = _server_counts(cluster, targets)
     departed_before = set(cluster.departed())
-    tally = _RecordTally(records_dir, load.cell)
+    tally = _RecordTally(records_dir, cell.id)
     users = load.users_per_source * len(sources)
-    run_time = math.ceil(load.duration)
-    options = load.locust_options(records_dir)
+    run_time = math.ceil(load.duration_s)
+    options = locust_options(cell, records_dir)
     # Killing what Cluster.exec returned ends Locust too (SIGTERM: it flushes its records first).
     common = [python, "-m", "locust", "-f", str(LOCUSTFILE)]
     master_argv = [
@@ -258,7 +171,7 @@ def run_cell(
         "--master-bind-port", str(master_port),
         "--expect-workers", str(len(sources)), "--expect-workers-max-wait", str(int(STARTUP_GRACE)),
         "-u", str(users), "-r", repr(float(load.spawn_rate or users)),
-        "-t", f"{run_time}s", "-s", f"{math.ceil(load.stop_timeout)}s",
+        "-t", f"{run_time}s", "-s", f"{math.ceil(load.stop_timeout_s)}s",
         "-H", host, "--exit-code-on-error", "0", *options,
     ]  # fmt: skip
     worker_argv = [
@@ -272,7 +185,7 @@ def run_cell(
         for pod in sources:
             name = f"worker-{pod.name}"
             processes.append(_start(cluster, pod.name, worker_argv, logs_dir / f"{name}.log", name))
-        deadline = started + run_time + load.stop_timeout + STARTUP_GRACE
+        deadline = started + run_time + load.stop_timeout_s + STARTUP_GRACE
         _wait(processes, deadline, tally, progress, progress_interval, started)
     except BaseException:
         _kill(processes)
@@ -285,7 +198,7 @@ def run_cell(
     if failed:
         first = failed[0]
         raise RunError(
-            f"cell {load.cell}: locust {first.name} exited with code {first.popen.returncode}: "
+            f"cell {cell.id}: locust {first.name} exited with code {first.popen.returncode}: "
             f"{_last_line(first.log)} (log: {first.log})"
         )
 
@@ -302,7 +215,7 @@ def run_cell(
     unread = tuple(sorted(set(unread_before) | set(unread_after)))
     server_per_pod = {pod: after[pod] - before.get(pod, 0) for pod in after}
     return CellResult(
-        cell=load.cell,
+        cell=cell.id,
         records=tally.records,
         answered=tally.answered,
         errors=tally.errors,

@@ -29,7 +29,7 @@ from balancebench.clusters.base import Cluster, ClusterSpec, ProviderOptions
 from balancebench.clusters.plan import Plan
 from balancebench.errors import InvalidInput, MissingFeature, RunError
 from balancebench.events.timeline import Timeline
-from balancebench.loadrun import CellLoad, CellProgress, CellResult, metric_sum, run_cell
+from balancebench.loadrun import CellProgress, CellResult, metric_sum, run_cell
 from balancebench.scenario import Cell, Scenario
 from loadtests.drivers import driver_missing
 from loadtests.policy import parse_policy
@@ -126,7 +126,6 @@ def plan(scenario: Scenario, options: ProviderOptions | None = None) -> tuple[Sc
     so is a driver whose toolchain is missing (a real client not built).
     """
     for cell in scenario.cells():
-        cell_load(cell)  # a policy the cell's driver cannot follow fails here, before any cluster exists
         missing = driver_missing(cell.load.driver)
         if missing is not None:
             raise MissingFeature(missing)
@@ -203,7 +202,7 @@ def run_scenario(
                     try:
                         result = run_cell(
                             cluster,
-                            cell_load(cell, seed=scenario.seed),
+                            cell,
                             run_dir,
                             progress=lambda p, c=cell, i=index: emit(  # type: ignore[misc]
                                 RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
@@ -222,24 +221,6 @@ def run_scenario(
     run = run.model_copy(update={"finished": datetime.now(UTC)})
     write_run(run_dir, run)
     return run
-
-
-def cell_load(cell: Cell, *, seed: int | None = None) -> CellLoad:
-    """The load generator's view of a cell."""
-    load = cell.load
-    return CellLoad(
-        cell=cell.id,
-        policy=cell.policy,
-        driver=load.driver,
-        users_per_source=load.users_per_source,
-        think_time=load.think_time,
-        burst=load.burst or 0,
-        pause=load.pause or 0.0,
-        rate=load.rate,
-        duration=load.duration,
-        warmup=load.warmup,
-        seed=None if seed is None else seed + cell.repetition,
-    )
 
 
 def _timeline(scenario: Scenario, cell: Cell, cluster: Cluster) -> Timeline | None:
@@ -302,17 +283,8 @@ def cell_meta(
         driver=load.driver,
         path=scenario.path,
         repetition=cell.repetition,
-        load=LoadSpec(
-            model=load.model,
-            users_per_source=load.users_per_source,
-            think_time_s=load.think_time,
-            pause_s=load.pause,
-            burst=load.burst,
-            rate=load.rate,
-            duration_s=load.duration,
-            warmup_s=load.warmup,
-        ),
-        open_loop=load.model == "open",
+        load=LoadSpec.model_validate(load.manifest()),
+        open_loop=load.open_loop,
         concurrency=max(1, concurrency),
         target_pods=tuple(targets),
         source_pods=tuple(PodRef(name=p.name, node=p.node) for p in status.sources()),

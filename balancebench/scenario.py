@@ -35,6 +35,7 @@ from balancebench.clusters.base import DATAPLANES, dataplane_choices, is_datapla
 from balancebench.errors import InvalidInput
 from balancebench.events import Event, PlanError, check_timeline, parse_event
 from balancebench.names import SCENARIO_NAME_MAX
+from loadtests.load import Load
 
 
 def parse_duration(value: object) -> float:
@@ -164,7 +165,8 @@ class EchoConfig(PodFaults):
 
 
 class LoadConfig(_Strict):
-    """How clients send: closed loop (users × think time, or on/off bursts) or open loop (a rate)."""
+    """The ``load:`` section as written (durations like ``300ms``); :meth:`build` makes the one
+    :class:`~loadtests.load.Load` a cell holds, which checks every rule (so each is checked once)."""
 
     model: Literal["closed", "open"] = "closed"
     driver: Literal["policy", "httpx", "requests", "go", "okhttp"] = "policy"
@@ -178,19 +180,27 @@ class LoadConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> LoadConfig:
-        if self.duration <= 0:
-            raise ValueError("duration: must be positive, e.g. '15s'")
-        if self.warmup >= self.duration:
-            raise ValueError(f"warmup ({self.warmup:g}s) must be shorter than duration ({self.duration:g}s)")
-        if self.model == "open" and self.rate is None:
-            raise ValueError("model 'open' needs rate: requests per second over all sources, e.g. 500")
-        if self.model == "closed" and self.rate is not None:
-            raise ValueError(
-                "rate is for model 'open'; a closed loop is set by users_per_source and think_time"
-            )
-        if (self.burst is None) != (self.pause is None):
-            raise ValueError("burst and pause go together: 'burst: 5, pause: 1.5s' sends 5 then idles 1.5 s")
+        self.build()
         return self
+
+    def build(self) -> Load:
+        """The load value object; ValueError (pydantic reports it at ``load``) when the rules say no."""
+        from loadtests.policy import PolicyError
+
+        try:
+            return Load(
+                model=self.model,
+                driver=self.driver,
+                users_per_source=self.users_per_source,
+                think_time_s=self.think_time,
+                burst=self.burst,
+                pause_s=self.pause,
+                rate=self.rate,
+                duration_s=self.duration,
+                warmup_s=self.warmup,
+            )
+        except PolicyError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class PolicyEntry(_Strict):
@@ -350,8 +360,9 @@ class Scenario(_Strict):
                 dataplane=dataplane,
                 policy_label=entry.label,
                 policy=entry.policy,
-                load=self.load_for(entry),
+                load=self.load_for(entry).build(),
                 repetition=rep,
+                seed=None if self.seed is None else self.seed + rep,
             )
             for dataplane in self.dataplane_list()
             for rep in range(self.repetitions)
@@ -361,14 +372,17 @@ class Scenario(_Strict):
 
 @dataclass(frozen=True, kw_only=True)
 class Cell:
-    """One independent measurement: a dataplane, a policy and a load."""
+    """One independent measurement: a dataplane, a policy and a load.
+
+    ``seed`` seeds the clients' randomness (jitter, random picks) per repetition; None: unseeded."""
 
     id: str
     dataplane: str
     policy_label: str
     policy: str
-    load: LoadConfig
-    repetition: int
+    load: Load
+    repetition: int = 0
+    seed: int | None = None
 
 
 def _first_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:

@@ -26,10 +26,11 @@ from locust.exception import StopUser
 from locust.runners import LocalRunner, WorkerRunner
 
 from loadtests.client import parse_base_url
-from loadtests.drivers import DRIVERS, ConnectionIds, Driver, DriverSet, check_driver, driver_missing
+from loadtests.drivers import ConnectionIds, Driver, DriverSet, check_driver, driver_missing
+from loadtests.load import Load, add_locust_arguments
 from loadtests.policy import PolicyError, PoolPolicy, parse_duration, parse_policy
 from loadtests.recorder import Record, RecordWriter, source_identity
-from loadtests.shapes import Budget, ClosedLoopPacer, LoadModel, OpenLoopSchedule
+from loadtests.shapes import Budget, ClosedLoopPacer, OpenLoopSchedule
 
 log = logging.getLogger("balancebench")
 
@@ -45,18 +46,10 @@ def _add_arguments(parser: Any) -> None:
     # On the parser itself, not a group: only those arguments show in Locust's web UI.
     add = parser.add_argument
     add("--policy", default="keepalive", help="pool policy: a preset or compact form, e.g. okhttp-1s")
-    add("--driver", default="policy", choices=DRIVERS, help="policy model or a real library's pool")
     add("--cell", default="", help="scenario cell id written into every record")
     add("--records-dir", default="", help="directory for Parquet records (empty: do not record)")
-    add("--path", default="/", help="request path")
-    add("--think-time", default="0", help="closed loop: wait after each request, e.g. 300ms")
-    add("--burst", type=int, default=0, help="paced on/off: requests per burst (0: no pacing)")
-    add("--pause", default="0", help="paced on/off: idle gap after each burst, e.g. 2s")
-    add("--rate", default="", help="open loop: requests per second over all users and workers")
-    add("--warmup", default="0", help="requests in the first DURATION are flagged warm-up")
     add("--seed", default="", help="seed for client-side randomness (jitter, pick=random); empty: random")
-    add("--stop-after-requests", type=int, default=0, help="per process: stop after N requests")
-    add("--stop-after", default="", help="per process: stop sending after DURATION")
+    add_locust_arguments(add)  # the Load's own fields: --think-time, --rate, --duration …
     add(
         "--flush-interval",
         default=FLUSH_INTERVAL,
@@ -65,30 +58,13 @@ def _add_arguments(parser: Any) -> None:
     )
 
 
-def options_from(parsed: Any) -> tuple[PoolPolicy, LoadModel]:
-    """The policy and load model named by Locust's parsed options; PolicyError on bad values."""
+def options_from(parsed: Any) -> tuple[PoolPolicy, Load]:
+    """The policy and load named by Locust's parsed options; PolicyError on bad values."""
     policy = parse_policy(parsed.policy)
-    check_driver(parsed.driver, policy)
-    model = LoadModel(
-        think_time=parse_duration(parsed.think_time, what="--think-time", allow_zero=True),
-        burst=parsed.burst,
-        pause=parse_duration(parsed.pause, what="--pause", allow_zero=True),
-        rate=_rate(parsed.rate),
-        warmup=parse_duration(parsed.warmup, what="--warmup", allow_zero=True),
-        stop_after_requests=parsed.stop_after_requests or None,
-        stop_after=parse_duration(parsed.stop_after, what="--stop-after") if parsed.stop_after else None,
-    )
+    load = Load.from_locust(parsed)
+    check_driver(load.driver, policy)
     parse_duration(parsed.flush_interval, what="--flush-interval")
-    return policy, model
-
-
-def _rate(text: str | None) -> float | None:
-    if text in ("", None):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise PolicyError(f"--rate must be a number of requests per second, e.g. 500, got {text!r}") from None
+    return policy, load
 
 
 @events.init.add_listener
@@ -114,7 +90,7 @@ class _Process:
 
     environment: Environment
     policy: PoolPolicy
-    model: LoadModel
+    load: Load
     drivers: DriverSet
     writer: RecordWriter | None
     cell: str
@@ -149,7 +125,7 @@ def _start(environment: Environment, **_: Any) -> None:
     parsed = environment.parsed_options
     if parsed is None:
         return
-    policy, model = options_from(parsed)
+    policy, load = options_from(parsed)
     source_pod, source_node = source_identity()
     if parsed.seed != "":
         # Per source pod and cell, so pods do not draw the same jitter; the kernel's choice of backend
@@ -157,26 +133,26 @@ def _start(environment: Environment, **_: Any) -> None:
         random.seed(f"{parsed.seed}/{parsed.cell}/{source_pod}")
     start = time.monotonic()
     schedule = None
-    if model.rate is not None:
+    if load.rate is not None:
         processes = parsed.expect_workers if isinstance(environment.runner, WorkerRunner) else 1
-        schedule = OpenLoopSchedule(rate=model.rate / max(1, processes), start=start)
+        schedule = OpenLoopSchedule(rate=load.rate / max(1, processes), start=start)
     writer = None
     if parsed.records_dir:
         writer = RecordWriter(Path(parsed.records_dir), source_pod=source_pod)
     _process = _Process(
         environment=environment,
         policy=policy,
-        model=model,
-        drivers=DriverSet(parsed.driver, environment.host or "", policy, ids=ConnectionIds()),
+        load=load,
+        drivers=DriverSet(load.driver, environment.host or "", policy, ids=ConnectionIds()),
         writer=writer,
         cell=parsed.cell,
         policy_text=parsed.policy,
-        path=parsed.path,
+        path=load.url_path,
         source_pod=source_pod,
         source_node=source_node,
         start=start,
         wall_offset=time.time() - start,
-        budget=Budget(model, start=start),
+        budget=Budget(load, start=start),
         schedule=schedule,
     )
     interval = parse_duration(parsed.flush_interval, what="--flush-interval")
@@ -224,7 +200,7 @@ class LoadUser(User):
     def on_start(self) -> None:
         process = _require_process()
         self._process = process
-        self._pacer = ClosedLoopPacer(process.model)
+        self._pacer = ClosedLoopPacer(process.load)
         self._intended: float | None = None
         self.driver = process.drivers.acquire()
         process.users += 1
@@ -283,7 +259,7 @@ class LoadUser(User):
             (start - intended) * 1000.0,
             exchange.status,
             exchange.error,
-            intended - process.start < process.model.warmup,
+            intended - process.start < process.load.warmup_s,
         )
         self.environment.events.request.fire(
             request_type="GET",

@@ -172,7 +172,7 @@ class _Progress:
             share = count / total
             table.add_row(pod, f"{count:>8}", f"{share:6.1%}", "█" * round(share * 40))
         summary = Text(
-            f"{progress.elapsed_s:5.1f}s of {event.cell.load.duration:g}s · {progress.requests} requests · "
-            f"{progress.errors} errors"
+            f"{progress.elapsed_s:5.1f}s of {event.cell.load.duration_s or 0:g}s · "
+            f"{progress.requests} requests · {progress.errors} errors"
         )
         return Group(head, summary, table)

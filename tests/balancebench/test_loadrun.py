@@ -28,7 +28,9 @@ import requests
 
 from balancebench.clusters.base import Cluster, ClusterStatus, Pod, Service
 from balancebench.errors import InvalidInput, RunError
-from balancebench.loadrun import CellLoad, CellProgress, CellResult, run_cell
+from balancebench.loadrun import CellProgress, CellResult, locust_options, run_cell
+from balancebench.scenario import Cell
+from loadtests.load import Load
 from workloads.echo.process import EchoProcess
 
 
@@ -198,6 +200,11 @@ def loopback() -> Iterator[LoopbackCluster]:
         yield cluster
 
 
+def a_cell(cell_id: str, policy: str = "keepalive", **load: object) -> Cell:
+    dataplane, _, label = cell_id.partition("/")
+    return Cell(id=cell_id, dataplane=dataplane, policy_label=label, policy=policy, load=Load(**load))  # type: ignore[arg-type]
+
+
 def records_of(result: CellResult) -> list[dict[str, object]]:
     return pq.read_table(list(result.record_files)).to_pylist()
 
@@ -210,7 +217,7 @@ def test_distributed_cell_on_loopback_loses_no_record(
     loopback: LoopbackCluster, tmp_path: Path, policy: str, users: int, pods_reached: tuple[int, int]
 ) -> None:
     seen: list[CellProgress] = []
-    load = CellLoad(cell=f"loopback/{policy}", policy=policy, users_per_source=users, duration=3, warmup=0.5)
+    load = a_cell(f"loopback/{policy}", policy, users_per_source=users, duration_s=3, warmup_s=0.5)
     result = run_cell(loopback, load, tmp_path, progress=seen.append, master_port=free_port())
     result.raise_for_mismatch()
     assert result.records == result.answered == result.server_requests
@@ -235,7 +242,7 @@ def test_distributed_cell_on_loopback_loses_no_record(
 
 def test_open_loop_rate_is_shared_by_the_workers(loopback: LoopbackCluster, tmp_path: Path) -> None:
     # 120 req/s over 2 source pods for 3 s: each worker sends at 60 req/s from its own start.
-    load = CellLoad(cell="loopback/open", policy="keepalive", users_per_source=2, rate=120, duration=3)
+    load = a_cell("loopback/open", users_per_source=2, model="open", rate=120, duration_s=3, warmup_s=0)
     result = run_cell(loopback, load, tmp_path, master_port=free_port())
     result.raise_for_mismatch()
     assert 300 <= result.records <= 362  # tolerant of a slow start on a loaded machine
@@ -251,7 +258,7 @@ def test_interrupted_cell_kills_its_processes_and_keeps_its_records(
         if progress.requests > 0:
             raise KeyboardInterrupt
 
-    load = CellLoad(cell="loopback/interrupted", policy="keepalive", duration=60)
+    load = a_cell("loopback/interrupted", duration_s=60)
     with pytest.raises(KeyboardInterrupt):
         run_cell(loopback, load, tmp_path, progress=interrupt, progress_interval=0.5, master_port=free_port())
     assert all(p.poll() is not None for p in loopback.launched)
@@ -259,39 +266,18 @@ def test_interrupted_cell_kills_its_processes_and_keeps_its_records(
     assert kept > 0
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "says"),
-    [
-        ({"policy": "okhtp"}, "unknown pool policy 'okhtp'"),
-        ({"policy": "idle=0s"}, "idle must be a positive duration"),
-        ({"driver": "curl"}, "unknown driver 'curl'"),
-        ({"driver": "requests", "policy": "max-age=30s"}, "driver requests cannot enforce max-age"),
-        ({"duration": 0}, "duration must be positive"),
-        ({"duration": 5, "warmup": 5}, "warm-up (5s) must be shorter than the duration"),
-        ({"users_per_source": 0}, "users per source must be at least 1"),
-        ({"think_time": -1.0}, "think time must be zero or a positive duration"),
-        ({"rate": -5.0}, "rate must be a positive number"),
-    ],
-)
-def test_bad_cell_load_is_one_line_of_invalid_input(kwargs: dict[str, object], says: str) -> None:
-    with pytest.raises(InvalidInput) as info:
-        CellLoad(cell="c", **kwargs)  # type: ignore[arg-type]
-    assert says in str(info.value)
-    assert "\n" not in str(info.value)
-    assert info.value.exit_code == 2
-
-
 def test_unknown_source_pod_is_invalid_input(loopback: LoopbackCluster, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="no source pod client-7"):
-        run_cell(loopback, CellLoad(cell="c", sources=("client-7",)), tmp_path)
+        run_cell(loopback, a_cell("l/c"), tmp_path, source_pods=("client-7",))
 
 
-@pytest.mark.parametrize(("duration", "stop_after"), [(3.0, None), (2.5, "2.5s")])
-def test_fractional_durations_stop_the_workers_exactly(duration: float, stop_after: str | None) -> None:
-    options = CellLoad(cell="c", duration=duration).locust_options(Path("/r"))
-    assert ("--stop-after" in options) == (stop_after is not None)
-    if stop_after:
-        assert options[options.index("--stop-after") + 1] == stop_after
+@pytest.mark.parametrize(("duration", "option"), [(3.0, None), (2.5, "2500ms")])
+def test_fractional_durations_stop_the_workers_exactly(duration: float, option: str | None) -> None:
+    # Locust's --run-time is whole seconds; a fractional duration goes to every worker's own budget.
+    options = locust_options(a_cell("l/c", duration_s=duration), Path("/r"))
+    assert ("--duration" in options) == (option is not None)
+    if option is not None:
+        assert options[options.index("--duration") + 1] == option
 
 
 def test_mismatch_is_reported() -> None:
@@ -333,7 +319,7 @@ def test_distributed_cell_on_netns_nftables(
     netns_cluster: Cluster, tmp_path: Path, policy: str, pods_reached: tuple[int, int]
 ) -> None:
     # 2 source pods → 6 echo pods behind kube-proxy-shaped nftables rules, one user per source pod.
-    load = CellLoad(cell=f"nftables/{policy}", policy=policy, users_per_source=1, duration=4, warmup=0.5)
+    load = a_cell(f"nftables/{policy}", policy, users_per_source=1, duration_s=4, warmup_s=0.5)
     result = run_cell(netns_cluster, load, tmp_path)
     result.raise_for_mismatch()
     assert result.records == result.answered == result.server_requests
@@ -353,7 +339,7 @@ def test_interrupted_cell_leaves_no_locust_in_the_pods(netns_cluster: Cluster, t
         if progress.requests > 0:
             raise KeyboardInterrupt
 
-    load = CellLoad(cell="nftables/interrupted", policy="keepalive", duration=60)
+    load = a_cell("nftables/interrupted", duration_s=60)
     with pytest.raises(KeyboardInterrupt):
         run_cell(netns_cluster, load, tmp_path, progress=interrupt, progress_interval=0.5)
     marker = str(tmp_path / "records")

@@ -49,9 +49,9 @@ def test_seed_expands_to_the_seed_matrix() -> None:
     assert "nftables/per-request" in ids
     gaps = next(c for c in scenario.cells() if c.id == "nftables/okhttp-1s-idle-gaps")
     assert gaps.policy == "okhttp-1s,scope=user"
-    assert gaps.load.think_time == pytest.approx(1.5)
+    assert gaps.load.think_time_s == pytest.approx(1.5)
     assert gaps.load.users_per_source == 20
-    assert gaps.load.duration == scenario.load.duration
+    assert gaps.load.duration_s == scenario.load.duration
 
 
 def test_matrix_is_dataplanes_x_repetitions_x_policies(tmp_path: Path) -> None:
@@ -86,6 +86,7 @@ def test_overrides_apply_before_validation(tmp_path: Path) -> None:
         ("dataplanes: [bogus]\n", "dataplanes", "unknown dataplane 'bogus': choose from nftables, iptables"),
         ("dataplanes: everything\n", "dataplanes", "unknown dataplane 'everything'"),
         ("load: {model: open}\n", "load", "needs rate"),
+        ("policies: [{policy: max-age=30s, load: {driver: requests}}]\n", "", "cannot enforce max-age"),
         ("echo: {pods: {web-1: {latency: 5ms}}}\n", "echo.pods", "echo-0"),
     ],
 )
