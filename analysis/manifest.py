@@ -119,7 +119,7 @@ class CellMeta(_Model):
     server_requests: int | None = Field(default=None, ge=0)
     started: datetime | None = None
     finished: datetime | None = None
-    events: tuple[EventRecord, ...] = ()
+    events: tuple[EventRecord, ...] = Field(default=(), exclude_if=lambda events: not events)
     """The scenario's changes under load, in the order they ran (empty without ``events:``)."""
 
     @field_validator("target_pods", "source_pods")

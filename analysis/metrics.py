@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +40,7 @@ import pandas as pd
 from scipy import special
 
 from analysis import hdr
+from analysis.events import CellChanges, Reconciliation, compute_changes, reconcile
 from analysis.explain import Explain, explain_cell
 from analysis.loading import RecordColumns
 from analysis.manifest import CellMeta, PodRef, Run
@@ -185,6 +186,10 @@ class CellMetrics:
     timeseries: TimeSeries
     explain: Explain | None = None
     """Client pod → node → connection → target pod, against what chance predicts (:mod:`analysis.explain`)."""
+    reconciliation: Reconciliation | None = None
+    """Client attempts = answered by a server + failed without reaching one (:mod:`analysis.events`)."""
+    changes: CellChanges | None = None
+    """What the cell's events (scale, kill, rolling restart …) did; None without events."""
 
     @property
     def cell(self) -> str:
@@ -210,7 +215,7 @@ def compute_cell(records: pd.DataFrame | RecordColumns, cell: CellMeta) -> CellM
     columns = _Columns.of(records)
     cell_code = columns.cell_code(cell.cell)
     rows = np.flatnonzero(columns.cell == cell_code) if cell_code is not None else np.empty(0, np.int64)
-    return _compute(columns, rows, cell)
+    return _with_changes([_compute(columns, rows, cell)], records)[0]
 
 
 def compute_run(run: Run, records: pd.DataFrame | RecordColumns) -> list[CellMetrics]:
@@ -226,8 +231,23 @@ def compute_run(run: Run, records: pd.DataFrame | RecordColumns) -> list[CellMet
     for cell_id in columns.cell_names:
         if cell_id not in known and columns.cell_has_rows(cell_id):
             metas.append(_unlisted_cell(cell_id, columns))
+    return _with_changes(
+        [
+            _compute(columns, rows, meta)
+            for meta, rows in zip(metas, columns.rows_by_cell(metas), strict=True)
+        ],
+        records,
+    )
+
+
+def _with_changes(cells: list[CellMetrics], records: pd.DataFrame | RecordColumns) -> list[CellMetrics]:
+    """Each cell with its request reconciliation and, when it had events, what they did."""
+    columns = records if isinstance(records, RecordColumns) else RecordColumns.from_frame(records)
     return [
-        _compute(columns, rows, meta) for meta, rows in zip(metas, columns.rows_by_cell(metas), strict=True)
+        replace(
+            cell, reconciliation=reconcile(columns, cell.meta), changes=compute_changes(columns, cell.meta)
+        )
+        for cell in cells
     ]
 
 

@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
+from analysis.events import event_lines
 from analysis.explain import CONNECTION_COLUMNS, connection_rows, explain_lines
 from analysis.loading import read_columns
 from analysis.manifest import load_run, run_path, write_json_atomically, write_text_atomically
@@ -110,6 +111,11 @@ def render_html(summary: Mapping[str, Any], cells: Sequence[CellMetrics]) -> str
     )
     sections = "".join(_cell_section(entry, by_id[entry["cell"]]) for entry in summary["cells"])
     overview = _figure_html(_jain_figure(summary), "overview-jain") if summary["cells"] else ""
+    compared = [[entry["cell"], line] for entry in summary["cells"] for line in event_lines(entry)]
+    if compared:
+        overview += "<h3>Changes under load, compared across cells</h3>" + _table(
+            ("cell", "event: what it did"), compared, link_column=0
+        )
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -151,6 +157,8 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
         _figure_html(_latency_figure(metrics, colors), f"{anchor}-latency"),
         _figure_html(_timeseries_figure(metrics, colors), f"{anchor}-time"),
     ]
+    if entry.get("timeline"):
+        figures.append(_figure_html(_events_figure(entry, colors), f"{anchor}-events"))
     spec = entry["policy_spec"]
     facts = [
         ("dataplane", entry["dataplane"]),
@@ -183,6 +191,15 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
             + "</ul><h4>Busiest connections</h4>"
             + _table(CONNECTION_COLUMNS, connection_rows(entry))
         )
+    changes = event_lines(entry)
+    if changes:
+        explain += (
+            '<h3>Changes under load (times from the first request)</h3><ul class="details">'
+            + "".join(f"<li>{_e(line)}</li>" for line in changes)
+            + "</ul>"
+        )
+    if entry.get("reconciliation"):
+        explain += f'<p class="details">Reconciliation: {_e(entry["reconciliation"]["sentence"])}.</p>'
     return f"""<section class="cell" id="{anchor}">
 <h2>{_e(entry["cell"])}</h2>
 <p class="sentence">{_e(entry["sentence"])}</p>
@@ -330,6 +347,48 @@ def _timeseries_figure(metrics: CellMetrics, colors: Mapping[str, str]) -> go.Fi
     figure.update_layout(title="Throughput per pod over time", legend={"font": {"size": 11}})
     figure.update_xaxes(title=f"time since first measured request ({unit})")
     figure.update_yaxes(title="requests/s", rangemode="tozero")
+    return figure
+
+
+def _events_figure(entry: Mapping[str, Any], colors: Mapping[str, str]) -> go.Figure:
+    """Each pod's share of the answers over time (1 s windows), every event marked where it started."""
+    timeline = entry["timeline"]
+    width = timeline["bin_s"]
+    per_window = max(1, round(1.0 / width))
+    counts = {pod: series for pod, series in timeline["pods"].items() if any(series)}
+    n_bins = len(timeline["errors"])
+    totals = [sum(series[i] for series in counts.values()) for i in range(n_bins)]
+
+    def windowed(series: Sequence[int], i: int) -> int:
+        return sum(series[max(0, i - per_window + 1) : i + 1])
+
+    figure = go.Figure()
+    x = [(i + 1) * width for i in range(n_bins)]
+    for pod, series in counts.items():
+        shares = [
+            windowed(series, i) / total if (total := windowed(totals, i)) else None for i in range(n_bins)
+        ]
+        figure.add_trace(
+            go.Scatter(
+                x=x,
+                y=shares,
+                mode="lines",
+                name=pod,
+                line={"color": colors.get(pod, "#888"), "width": 1.5},
+                hovertemplate=f"{pod} t=%{{x:.2f}} s: %{{y:.0%}}<extra></extra>",
+            )
+        )
+    for event in entry.get("events", []):
+        if event["started_s"] is None:
+            continue
+        figure.add_vline(x=event["started_s"], line={"color": "#555", "dash": "dash", "width": 1})
+        figure.add_annotation(
+            x=event["started_s"], y=1.0, yref="paper", text=event["description"], showarrow=False,
+            textangle=-90, xanchor="right", yanchor="top", font={"size": 10},
+        )  # fmt: skip
+    figure.update_layout(title="Share per pod over time, events marked", legend={"font": {"size": 11}})
+    figure.update_xaxes(title="time since the cell's first request (s)")
+    figure.update_yaxes(title="share of answers (last 1 s)", tickformat=".0%", rangemode="tozero")
     return figure
 
 

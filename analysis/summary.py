@@ -8,7 +8,7 @@ Top level:
 =====================  ====================================================================================
 field                  meaning
 =====================  ====================================================================================
-schema                 1
+schema                 2 (1 before ``reconciliation``, ``events`` and ``timeline``; both are read)
 scenario …             ``scenario``, ``scenario_file``, ``provider``, ``host``, ``started``, ``finished``
                        copied from run.json
 ranking                cell ids, best balance first (Jain's index descending; cells without one last)
@@ -65,6 +65,20 @@ chance                     what C random connections over P pods give (``analysi
 explain                    ``{sources: [{pod, node, connections, requests, targets: {pod: connections}}],
                            connections: [{source_pod, source_node, target_pod, target_node, requests,
                            opened_s, lifetime_s}] (the busiest 20), connections_total}``
+reconciliation             ``{attempts, answered, no_response, no_response_by_kind, server_requests, exact,
+                           sentence}``: every record (warm-up included) is a request a server answered or a
+                           failure that reached none; ``exact`` = the servers counted exactly ``answered``
+                           (null when a pod's counters could not be read) — killed pods are read just before
+                           they die
+events                     the cell's changes under load (``analysis.events``), in run order: ``{kind,
+                           description, at_s, started_s, finished_s (from the first request), error,
+                           pods_added, pods_removed}`` plus, by kind: ``added: {pod: {fair_share,
+                           time_to_fair_share_s, share_end}}`` (scale-out); ``errors, errors_by_kind,
+                           p99_before_ms, p99_during_ms, latency_spike_ms, max_during_ms`` (pods removed);
+                           ``new_pods_share_end`` (rolling restart); ``pod, pod_share_before, pod_share_
+                           during, mean_before_ms, mean_during_ms, latency_added_ms`` (slow, unready)
+timeline                   with events: ``{bin_s, start_ts, pods: {pod: [answers per bin]}, errors: [...],
+                           p99_ms: [...]}`` over every record from the first request; null without events
 =========================  ================================================================================
 
     >>> summary = build_summary(run, compute_run(run, records))   # doctest: +SKIP
@@ -82,13 +96,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analysis.errors import AnalysisError
+from analysis.events import changes_entry, event_lines
 from analysis.explain import CONNECTION_COLUMNS, connection_rows, explain_entry, explain_lines
 
 if TYPE_CHECKING:  # at run time this module stays light: `compare` imports it without pandas or scipy
     from analysis.manifest import Run
     from analysis.metrics import CellMetrics, Distribution, LatencySummary
 
-SUMMARY_SCHEMA_VERSION = 1
+SUMMARY_SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+"""Schema 2 only adds fields (reconciliation, events, timeline): schema 1 files still read."""
 SUMMARY_FILE = "summary.json"
 MARKDOWN_FILE = "summary.md"
 
@@ -128,14 +145,14 @@ def load_summary(path: str | os.PathLike[str]) -> Summary:
 
 
 def check_summary(data: object, *, source: str = SUMMARY_FILE) -> Summary:
-    """Validate decoded summary.json data: schema 1, a ``cells`` list of objects with a ``cell`` id."""
+    """Validate decoded summary.json data: schema 1 or 2, a ``cells`` list of objects with a ``cell`` id."""
     if not isinstance(data, dict):
         raise AnalysisError(f"{source} must hold a JSON object, got {type(data).__name__}")
     schema = data.get("schema")
-    if schema != SUMMARY_SCHEMA_VERSION:
+    if schema not in READABLE_SCHEMAS:
         raise AnalysisError(
             f"{source} has summary schema {schema!r}, this balancebench reads schema "
-            f"{SUMMARY_SCHEMA_VERSION}: re-render it with 'balancebench report RUN_DIR'"
+            f"{' or '.join(map(str, READABLE_SCHEMAS))}: re-render it with 'balancebench report RUN_DIR'"
         )
     cells = data.get("cells")
     if not isinstance(cells, list) or not all(
@@ -316,6 +333,12 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         if entry["errors_by_kind"]:
             kinds = ", ".join(f"{kind} {count:,}" for kind, count in entry["errors_by_kind"].items())
             lines += ["", f"Errors by kind: {kinds}."]
+        changes = event_lines(entry)
+        if changes:
+            lines += ["", "Changes under load (times from the first request):", ""]
+            lines += [f"- {line}" for line in changes]
+        if entry.get("reconciliation"):
+            lines += ["", f"Reconciliation: {entry['reconciliation']['sentence']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -498,6 +521,7 @@ def _cell_entry(metrics: CellMetrics, label: str) -> dict[str, Any]:
             "requests": [list(row) for row in metrics.matrix.requests],
         },
         **explain_entry(metrics.explain),
+        **changes_entry(metrics.reconciliation, metrics.changes),
     }
 
 

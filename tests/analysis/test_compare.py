@@ -124,5 +124,5 @@ def test_bad_thresholds_are_rejected(fields: dict[str, Any], message: str) -> No
 
 
 def test_summaries_of_another_schema_are_rejected() -> None:
-    with pytest.raises(AnalysisError, match="head summary has summary schema 2"):
-        compare(BASE, {**BASE, "schema": 2})
+    with pytest.raises(AnalysisError, match="head summary has summary schema 3"):
+        compare(BASE, {**BASE, "schema": 3})

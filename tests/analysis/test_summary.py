@@ -76,7 +76,7 @@ CELLS: tuple[tuple[list[dict[str, Any]], CellMeta], ...] = (
 
 def test_summary_is_plain_versioned_json_with_the_contract_fields() -> None:
     summary = _summary(*CELLS)
-    assert summary["schema"] == 1
+    assert summary["schema"] == 2
     text = json.dumps(summary, allow_nan=False)  # NaN or Infinity would raise here
     assert _plain(json.loads(text))
     assert [entry["cell"] for entry in summary["cells"]] == [
@@ -156,7 +156,7 @@ def test_markdown_and_text_carry_sentences_and_tables() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"schema": 2, "cells": []}, "summary schema 2, this balancebench reads schema 1"),
+        ({"schema": 3, "cells": []}, "summary schema 3, this balancebench reads schema 1 or 2"),
         ({"cells": []}, "summary schema None"),
         ({"schema": 1}, "has no valid 'cells' list"),
         ({"schema": 1, "cells": [{"name": "x"}]}, "has no valid 'cells' list"),

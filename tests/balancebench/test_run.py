@@ -52,7 +52,7 @@ def test_run_writes_the_summary_contract_with_exact_totals(tmp_path: Path) -> No
     assert done.returncode == 0, stderr
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["schema"] == 1
+    assert summary["schema"] == 2
     cells = {cell["cell"]: cell for cell in summary["cells"]}
     assert set(cells) == {"nftables/keepalive", "nftables/per-request"}
     for cell in cells.values():
