@@ -162,6 +162,40 @@ def dry_run_plans(scenario: Scenario, options: ProviderOptions | None = None) ->
     return plans
 
 
+def check_capacity(scenario: Scenario, run_dir: Path) -> None:
+    """Refuse, before anything starts, a scenario this machine cannot hold: its pods and load generators in
+    memory, its users' connections in the open-file limit, its records on disk and in the report's memory.
+
+    Limits come from :mod:`balancebench.limits` (measured costs against this machine's own figures)."""
+    from balancebench import limits
+
+    machine = limits.Machine.here()
+    cluster = scenario.cluster
+    # Pods of netns (and kind's node containers) live on this machine; an existing cluster's do not.
+    local = cluster.provider != "existing"
+    if local:
+        limits.check_pods(targets=cluster.targets, sources=cluster.sources, machine=machine)
+    requests = 0.0
+    for cell in scenario.cells():
+        load = cell.load
+        if local:
+            limits.check_users(
+                users_per_source=load.users_per_source,
+                sources=cluster.sources,
+                targets=cluster.targets,
+                machine=machine,
+            )
+        requests += limits.max_requests(
+            model=load.model,
+            duration=load.duration,
+            sources=cluster.sources,
+            users_per_source=load.users_per_source,
+            think_time=load.think_time,
+            rate=load.rate,
+        )
+    limits.check_records(requests=requests, run_dir=run_dir, machine=machine)
+
+
 def run_scenario(
     scenario: Scenario,
     *,

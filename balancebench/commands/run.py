@@ -59,6 +59,7 @@ def run(
     from balancebench.clusters.base import ProviderOptions
     from balancebench.errors import InvalidInput, RunError
     from balancebench.runner import (
+        check_capacity,
         default_run_dir,
         discard_unmeasured_run,
         plan,
@@ -77,6 +78,7 @@ def run(
             typer.echo(cluster_plan.render())
         return
     scenario, skipped = plan(load_scenario(scenario_file, overrides=overrides), options)
+    check_capacity(scenario, out or default_run_dir(scenario))
     run_dir = prepare_run_dir(out or default_run_dir(scenario))
     console = Console(stderr=True)
     for dataplane, reason in skipped.items():

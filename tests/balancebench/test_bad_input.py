@@ -135,6 +135,24 @@ CASES = [
     Case("burst-huge", _run("--set", "load.burst=10000000000000", "--set", "load.pause=1s"), "load.burst"),
     Case("repetitions-huge", _run("--set", "repetitions=100000"), "repetitions"),
     Case("policy-idle-nan", _run("--set", "policies=['idle=nan']"), "idle must be a duration"),
+    # sizes this machine cannot hold (the limits name their derivation)
+    Case(
+        "records-too-many",
+        _run(
+            "--set", "load.duration=24h", "--set", "cluster.sources=16", "--set", "load.users_per_source=100"
+        ),
+        "records",
+    ),
+    Case(
+        "cluster-up-memory",
+        ["cluster", "up", "--name", "big", "--targets", "20000", "--nodes", "200"],
+        "MB per echo pod, measured",
+    ),
+    Case(
+        "cluster-up-addresses",
+        ["cluster", "up", "--name", "big", "--targets", "600", "--nodes", "1"],
+        "more than a node's /24 holds",
+    ),
     # report / compare
     Case("report-missing", ["report", "nope"], "does not exist"),
     Case("report-a-file", ["report", "good.yaml"], "is not a directory"),

@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from balancebench import limits
 from balancebench.clusters.base import ClusterSpec, ClusterStatus
 from balancebench.clusters.netns import addressing, control, dataplanes, runtime
 from balancebench.errors import ClusterError, InvalidInput, MissingFeature
@@ -102,6 +103,8 @@ class NetnsCluster:
     def scale(self, targets: int) -> ClusterStatus:
         if targets < 0:
             raise InvalidInput(f"--targets must be 0 or more, got {targets}")
+        current = self.status()
+        check_scale(current, targets)
         return control.status_from_json(self._request("scale", targets=targets, timeout=UP_TIMEOUT))
 
     def kill(self, pod: str) -> None:
@@ -319,8 +322,33 @@ class NetnsProvider:
         return cleaned
 
 
+def check_scale(current: ClusterStatus, targets: int) -> None:
+    """Refuse, before the supervisor is asked, a scale-up this machine or the address plan cannot hold.
+
+    The supervisor checks the addresses again, exactly (it knows which ones removed pods used up)."""
+    existing = len(current.targets(ready_only=False))
+    if targets <= existing:
+        return
+    nodes = len(current.nodes)
+    on_node = [sum(1 for p in current.pods if p.node == node) for node in current.nodes]
+    targets_on = [sum(1 for p in current.targets(ready_only=False) if p.node == n) for n in current.nodes]
+    for _ in range(targets - existing):
+        node = addressing.spread_node(targets_on)
+        targets_on[node] += 1
+        on_node[node] += 1
+        if on_node[node] > addressing.MAX_PODS_PER_NODE:
+            sources = len(current.sources())
+            most = nodes * addressing.MAX_PODS_PER_NODE - sources
+            raise InvalidInput(
+                f"{targets} echo pods do not fit on {nodes} node{'s' * (nodes != 1)}: a node's /24 holds "
+                f"{addressing.MAX_PODS_PER_NODE} pods, so at most ~{most} echo pods fit next to "
+                f"{sources} source pod{'s' * (sources != 1)}; bring the cluster up with more --nodes"
+            )
+    limits.check_pods(targets=targets - existing, adding=True)
+
+
 def check_spec(spec: ClusterSpec) -> None:
-    """Limits of the netns address plan, on top of ClusterSpec's own checks."""
+    """Limits of the netns address plan and of this machine's memory, on top of ClusterSpec's own checks."""
     if spec.nodes > addressing.MAX_NODES:
         raise InvalidInput(
             f"--nodes must be at most {addressing.MAX_NODES} for the netns provider, got {spec.nodes}"
@@ -341,6 +369,7 @@ def check_spec(spec: ClusterSpec) -> None:
             raise InvalidInput(f"{what} {port} is not a TCP port (1-65535)")
     if spec.target_port == spec.admin_port:
         raise InvalidInput(f"target port and admin port are both {spec.target_port}: they must differ")
+    limits.check_pods(targets=spec.targets)
 
 
 def check_machine(dataplane: str) -> None:

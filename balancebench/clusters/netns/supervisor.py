@@ -457,26 +457,57 @@ class Supervisor:
                 key=lambda p: p.serial,
             )
             if targets > len(current):
-                per_node = [sum(1 for p in current if p.node == i) for i in range(self.spec.nodes)]
+                placement = self._placement(current, targets - len(current))
+                # A scale-up either completes or leaves the cluster exactly as it was: same pods, same
+                # endpoints, same next names and addresses.
+                saved = (dict(self._serials), list(self._next_host), self._veths)
                 new: list[PodState] = []
-                for _ in range(targets - len(current)):
-                    node = addressing.spread_node(per_node)
-                    per_node[node] += 1
-                    new.append(self._plan("target", node=node))
                 try:
+                    new.extend(self._plan("target", node=node) for node in placement)
                     self._add_pods(new)
                     for pod in new:
                         self._start(pod)
                     await self._wait_ready(new)
-                except BaseException:
+                except BaseException as exc:
                     for pod in new:
                         await self._remove(pod)
+                    self._serials, self._next_host, self._veths = saved[0], saved[1], saved[2]
+                    self._sync()
+                    log.warning(
+                        "scale to %d failed, rolled back to %d echo pods: %s", targets, len(current), exc
+                    )
                     raise
                 self._sync()
             else:
                 # Like a ReplicaSet scaling down: the newest pods go first.
                 await self._remove_all(current[targets:])
         return self.status()
+
+    def _placement(self, current: Sequence[PodState], count: int) -> list[int]:
+        """The node of each new target (topology spread); InvalidInput, before anything is made, if a
+        node runs out of pod addresses in its /24."""
+        per_node = [sum(1 for p in current if p.node == i) for i in range(self.spec.nodes)]
+        wanted = [0] * self.spec.nodes
+        placement: list[int] = []
+        for _ in range(count):
+            node = addressing.spread_node(per_node)
+            per_node[node] += 1
+            wanted[node] += 1
+            placement.append(node)
+        for node, extra in enumerate(wanted):
+            free = addressing.LAST_POD_HOST - self._next_host[node] + 1
+            if extra > free:
+                fits = sum(
+                    min(w, addressing.LAST_POD_HOST - self._next_host[i] + 1) for i, w in enumerate(wanted)
+                )
+                raise InvalidInput(
+                    f"scaling to {len(current) + count} echo pods puts {extra} new pods on "
+                    f"{self.node_names[node]}, which has {free} free pod addresses left in its /24 "
+                    f"({addressing.MAX_PODS_PER_NODE} per node; addresses of removed pods are not reused): "
+                    f"at most about {len(current) + fits} echo pods fit; for more, bring a cluster up "
+                    "with more --nodes"
+                )
+        return placement
 
     async def kill(self, name: str) -> None:
         async with self._lock:
