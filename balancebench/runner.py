@@ -30,7 +30,7 @@ from balancebench.clusters.plan import Plan
 from balancebench.errors import InvalidInput, MissingFeature, RunError
 from balancebench.events.timeline import Timeline
 from balancebench.loadrun import CellProgress, CellResult, metric_sum, run_cell
-from balancebench.scenario import Cell, Scenario
+from balancebench.scenario import MAX_DURATION, Cell, Scenario
 from loadtests.drivers import driver_missing
 from loadtests.policy import parse_policy
 
@@ -187,10 +187,10 @@ def check_capacity(scenario: Scenario, run_dir: Path) -> None:
             )
         requests += limits.max_requests(
             model=load.model,
-            duration=load.duration,
+            duration=load.duration_s if load.duration_s is not None else MAX_DURATION,
             sources=cluster.sources,
             users_per_source=load.users_per_source,
-            think_time=load.think_time,
+            think_time=load.think_time_s,
             rate=load.rate,
         )
     limits.check_records(requests=requests, run_dir=run_dir, machine=machine)
