@@ -431,8 +431,12 @@ def event_lines(entry: Mapping[str, Any]) -> list[str]:
     """The events of a summary.json cell entry in words, for summary.md and the report."""
     lines = []
     for event in entry.get("events", []):
-        when = event["started_s"]
-        head = f"{event['description']} at {when:.1f} s" if when is not None else event["description"]
+        when, done = event["started_s"], event["finished_s"]
+        head = event["description"]
+        if when is not None:
+            head += f" at {when:.1f} s" + (
+                f" (took {done - when:.1f} s)" if done is not None and done - when >= 0.05 else ""
+            )
         if event.get("error"):
             lines.append(f"{head}: {event['error']}")
             continue

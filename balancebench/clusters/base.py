@@ -266,3 +266,8 @@ class Provider(Protocol):
     def delete(self, name: str) -> bool:
         """Bring ``name`` down if it runs; True if there was something to remove. Idempotent."""
         ...
+
+    def leftovers(self) -> tuple[str, ...]:
+        """Names of clusters of ours that no longer run but left something (a log, a socket, a cgroup):
+        ``delete`` removes it; ``cluster down --all`` sweeps them with the running ones."""
+        ...

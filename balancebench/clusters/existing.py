@@ -621,6 +621,9 @@ class ExistingProvider:
         prefix = namespace_for("")
         return [ns.removeprefix(prefix) for ns in self._api().namespaces() if ns.startswith(prefix)]
 
+    def leftovers(self) -> tuple[str, ...]:
+        return ()  # everything it makes is found by list() (by name or label): nothing else to sweep
+
     def delete(self, name: str) -> bool:
         check_cluster_name(name)
         api = self._api()

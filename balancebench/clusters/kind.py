@@ -339,6 +339,9 @@ class KindProvider:
         prefix = kind_cluster_name("")
         return sorted(line.removeprefix(prefix) for line in done.stdout.split() if line.startswith(prefix))
 
+    def leftovers(self) -> tuple[str, ...]:
+        return ()  # everything it makes is found by list() (by name or label): nothing else to sweep
+
     def delete(self, name: str) -> bool:
         check_cluster_name(name)
         if name not in self.list():

@@ -146,6 +146,19 @@ def delete_cluster(cluster: str, provider: str | None = None) -> bool:
         return any([candidate.delete(cluster) for candidate in available()])
 
 
+def delete_all(provider: str | None = None) -> list[tuple[str, str]]:
+    """Bring down every cluster of ours — of ``provider``, or of every provider that runs here — and sweep
+    what crashed ones left; ``(cluster, provider)`` for each one removed. Only ours: providers find their
+    clusters by their own names and labels, so nothing of anyone else's is touched."""
+    providers = available() if provider in (None, AUTO) else [get(provider)]
+    removed: list[tuple[str, str]] = []
+    for each in providers:
+        for cluster in sorted({*each.list(), *each.leftovers()}):
+            if each.delete(cluster):
+                removed.append((cluster, each.name))
+    return removed
+
+
 def running_clusters(provider: str | None = None) -> list[tuple[str, str]]:
     """``(cluster, provider)`` for every running cluster of ``provider``, or of every provider here."""
     providers = available() if provider in (None, AUTO) else [get(provider)]

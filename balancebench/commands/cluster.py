@@ -19,6 +19,7 @@ import typer
 
 from balancebench.clusters import registry
 from balancebench.clusters.base import DATAPLANES, ClusterSpec, ClusterStatus
+from balancebench.errors import InvalidInput
 from balancebench.names import check_cluster_name
 
 app = typer.Typer(
@@ -184,11 +185,35 @@ def set_ready(
     typer.echo(f"pod {pod} of cluster {name} is {'ready' if ready else 'not ready'}")
 
 
+def _optional_name(name: str | None) -> str | None:
+    return None if name is None else check_cluster_name(name)
+
+
 @app.command()
-def down(name: NameArg, provider: ProviderOpt = registry.AUTO) -> None:
+def down(
+    name: Annotated[
+        str | None,
+        typer.Argument(metavar="[NAME]", help="Cluster name (or --all).", callback=_optional_name),
+    ] = None,
+    provider: ProviderOpt = registry.AUTO,
+    every: Annotated[
+        bool, typer.Option("--all", help="Remove every cluster of ours and what crashed ones left.")
+    ] = False,
+) -> None:
     """Remove the cluster and everything it made; doing it twice is fine."""
-    removed = registry.delete_cluster(name, provider)
-    typer.echo(f"cluster {name} removed" if removed else f"no cluster named {name}: nothing to remove")
+    if every:
+        if name is not None:
+            raise InvalidInput(f"give a cluster name or --all, not both (got {name!r} and --all)")
+        removed = registry.delete_all(provider)
+        for cluster, owner in removed:
+            typer.echo(f"cluster {cluster} ({owner}) removed")
+        if not removed:
+            typer.echo("no cluster of ours here: nothing to remove")
+        return
+    if name is None:
+        raise InvalidInput("which cluster? give its name (see 'balancebench cluster list'), or --all")
+    gone = registry.delete_cluster(name, provider)
+    typer.echo(f"cluster {name} removed" if gone else f"no cluster named {name}: nothing to remove")
 
 
 @app.command("list")

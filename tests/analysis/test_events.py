@@ -122,7 +122,7 @@ def test_summary_carries_events_timeline_and_reconciliation() -> None:
     assert entry["events"][0]["errors"] == 0 and entry["events"][0]["pods_removed"] == ["echo-1"]
     assert set(entry["timeline"]["pods"]) == {"echo-0", "echo-1"}
     assert sum(map(sum, entry["timeline"]["pods"].values())) == len(rows)
-    assert event_lines(entry) == ["kill at 2.0 s: 0 failed requests, p99 +0.0 ms"]
+    assert event_lines(entry) == ["kill at 2.0 s (took 0.1 s): 0 failed requests, p99 +0.0 ms"]
 
 
 def test_a_cell_without_events_has_none() -> None:

@@ -310,15 +310,22 @@ class NetnsProvider:
         runtime.collect_garbage()
         return runtime.running_names()
 
+    def leftovers(self) -> tuple[str, ...]:
+        return tuple(runtime.leftover_names())
+
     def delete(self, name: str) -> bool:
         check_cluster_name(name)  # before any path is built from it
         if runtime.is_running(name):
             NetnsCluster(name=name).down()
             return True
         cleaned = name in runtime.collect_garbage()
-        with contextlib.suppress(FileNotFoundError):
-            runtime.log_path(name).unlink()
-            cleaned = True
+        for leftover in (
+            runtime.log_path(name),
+            runtime.socket_path(name),
+        ):  # no lock held: nothing uses them
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+                cleaned = True
         return cleaned
 
 

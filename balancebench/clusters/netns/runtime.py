@@ -142,6 +142,18 @@ def running_names() -> list[str]:
     )
 
 
+def leftover_names() -> list[str]:
+    """Clusters that no longer run but left a lock, socket or log in the runtime directory (a crash, or a
+    log kept for the post-mortem); ``collect_garbage`` clears their cgroups too."""
+    found = {
+        path.stem
+        for pattern in ("*.lock", "*.sock", "*.log")
+        for path in runtime_dir().glob(pattern)
+        if _is_cluster_name(path.stem)
+    }
+    return sorted(name for name in found if not is_running(name))
+
+
 def wait_stopped(name: str, timeout: float) -> bool:
     """Wait until the cluster's keeper has released its lock (everything removed); False on timeout."""
     deadline = time.monotonic() + timeout
