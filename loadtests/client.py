@@ -116,6 +116,8 @@ class PolicyClient:
         self._host_header = self.host if self.port == 80 else f"{self.host}:{self.port}"
         self._requests: dict[tuple[str, bool], bytes] = {}
         self._waiters: list[gevent.event.Event] = []
+        self._woken = 0
+        """Waiters woken for a returned connection that have not taken it yet."""
         self._reaper: gevent.Greenlet | None = None
         self._closed = False
 
@@ -192,7 +194,13 @@ class PolicyClient:
                 return pool.opened(sock, self._clock())
             waiter = gevent.event.Event()
             self._waiters.append(waiter)
-            waiter.wait()
+            try:
+                waiter.wait()
+            finally:
+                if waiter.is_set():
+                    self._woken -= 1
+                else:  # killed while waiting (a stopped user): it takes nothing
+                    self._waiters.remove(waiter)
 
     def _connect(self) -> gevent.socket.socket:
         try:
@@ -206,13 +214,17 @@ class PolicyClient:
         return sock
 
     def _release(self, conn: PooledConnection[gevent.socket.socket], *, reusable: bool) -> None:
-        for dead in self.pool.checkin(conn, self._clock(), reusable=reusable and not self._closed):
+        waiting = len(self._waiters) + self._woken
+        for dead in self.pool.checkin(
+            conn, self._clock(), reusable=reusable and not self._closed, waiting=waiting
+        ):
             _close(dead.handle)
         self._wake_one()
 
     def _wake_one(self) -> None:
         if self._waiters:
             self._waiters.pop(0).set()
+            self._woken += 1
 
     def _wire(self, path: str, *, close: bool) -> bytes:
         wire = self._requests.get((path, close))

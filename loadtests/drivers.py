@@ -116,6 +116,9 @@ class DriverSet:
         self._shared: Driver | None = None
         self._open: list[Driver] = []
         self._program: ClientProcess | None = None
+        if driver in REAL_CLIENTS:
+            # Started now, before the load's clock starts, so its start-up is never measured.
+            self._program = ClientProcess(REAL_CLIENTS[driver], policy, base_url, next_id=ids.next)
 
     def acquire(self) -> Driver:
         if self.policy.scope == "source":
@@ -144,9 +147,7 @@ class DriverSet:
         driver: Driver
         if self.driver in REAL_CLIENTS:
             if self._program is None:
-                self._program = ClientProcess(
-                    REAL_CLIENTS[self.driver], self.policy, self.base_url, next_id=self.ids.next
-                )
+                raise RuntimeError("balancebench: a closed DriverSet cannot make drivers")
             driver = self._program.driver()
         elif self.driver == "policy":
             driver = PolicyClient(self.base_url, self.policy, next_id=self.ids.next)

@@ -131,6 +131,8 @@ def _start(environment: Environment, **_: Any) -> None:
         # Per source pod and cell, so pods do not draw the same jitter; the kernel's choice of backend
         # (numgen, statistic, bpf_get_prandom_u32) stays random, as in a real cluster.
         random.seed(f"{parsed.seed}/{parsed.cell}/{source_pod}")
+    # A real client program starts here, before the clock, so its start-up is never measured.
+    drivers = DriverSet(load.driver, environment.host or "", policy, ids=ConnectionIds())
     start = time.monotonic()
     schedule = None
     if load.rate is not None:
@@ -143,7 +145,7 @@ def _start(environment: Environment, **_: Any) -> None:
         environment=environment,
         policy=policy,
         load=load,
-        drivers=DriverSet(load.driver, environment.host or "", policy, ids=ConnectionIds()),
+        drivers=drivers,
         writer=writer,
         cell=parsed.cell,
         policy_text=parsed.policy,

@@ -137,8 +137,15 @@ class Pool(Generic[H]):
         """Give back a slot whose connection could not be opened."""
         self._opening -= 1
 
-    def checkin(self, conn: PooledConnection[H], now: float, *, reusable: bool) -> list[PooledConnection[H]]:
-        """Return a connection after its request; returns the connections to close (maybe this one)."""
+    def checkin(
+        self, conn: PooledConnection[H], now: float, *, reusable: bool, waiting: int = 0
+    ) -> list[PooledConnection[H]]:
+        """Return a connection after its request; returns the connections to close (maybe this one).
+
+        ``waiting`` requests are queued for a connection (a capped pool): a returned connection goes to
+        them before it counts as idle, as Go's ``tryPutIdleConn`` hands it to a waiting request and
+        httpcore, aiohttp and urllib3 give a released connection to the next waiter, so the idle cap never
+        closes a connection a waiting request is about to take."""
         self._busy -= 1
         conn.last_used = now
         if not reusable or self._retired(conn, now):
@@ -148,6 +155,7 @@ class Pool(Generic[H]):
         surplus: list[PooledConnection[H]] = []
         limit = self.policy.max_idle
         if limit is not None:
+            limit += max(0, waiting)
             # Like OkHttp's cleanup: when over the idle limit, the longest idle connection goes first.
             while len(self._idle) > limit:
                 surplus.append(self._idle.popleft())

@@ -31,6 +31,8 @@ from loadtests.realclients.base import RealClient
 
 ANSWER_GRACE = 5.0
 """Seconds past the program's own timeouts before a request with no answer counts as a timeout."""
+READY_TIMEOUT = 60.0
+"""Seconds the program may take to start (a JVM on a busy 2-core machine takes a few)."""
 EXIT_TIMEOUT = 10.0
 """Seconds the program gets to finish its requests and exit after its input closes."""
 
@@ -70,8 +72,25 @@ class ClientProcess:
             text=True,
             bufsize=1,
         )
-        self._reader = gevent.spawn(self._read_answers)
         self._errors = gevent.spawn(self._read_stderr)
+        self._wait_ready()
+        self._reader = gevent.spawn(self._read_answers)
+
+    def _wait_ready(self) -> None:
+        stdout = self._proc.stdout
+        assert stdout is not None
+        line = ""
+        try:
+            with gevent.Timeout(READY_TIMEOUT):
+                line = stdout.readline()
+        except gevent.Timeout:
+            pass
+        if line.strip() != "ready":
+            self._proc.kill()
+            self._proc.wait()
+            self._errors.join(timeout=EXIT_TIMEOUT)
+            detail = " ".join(self._stderr) or line.strip() or f"no answer in {READY_TIMEOUT:g}s"
+            raise PolicyError(f"the {self.client.name} client did not start: {detail}")
 
     def driver(self) -> RealDriver:
         """A new pool of its own inside the program."""

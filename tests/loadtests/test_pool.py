@@ -123,6 +123,20 @@ def test_max_idle_closes_the_longest_idle_surplus() -> None:
     assert pool.checkout(1.0).reuse in conns[2:]
 
 
+def test_a_returned_connection_goes_to_a_waiting_request_before_the_idle_cap() -> None:
+    # Go's tryPutIdleConn: a waiting request gets the connection; only surplus beyond the waiters is closed.
+    pool = make_pool("max-idle=1,max-conns=3")
+    conns = [pool.opened(f"s{i}", 0.0) for i in range(3) if pool.checkout(0.0).open]
+    assert pool.checkout(0.0).wait and pool.checkout(0.0).wait
+    assert pool.checkin(conns[0], 0.1, reusable=True, waiting=2) == []
+    assert pool.checkin(conns[1], 0.1, reusable=True, waiting=2) == []
+    assert pool.idle == 2  # both promised to the two waiting requests, neither closed
+    assert pool.checkout(0.1).reuse is conns[1] and pool.checkout(0.1).reuse is conns[0]
+    assert pool.checkin(conns[2], 0.2, reusable=True) == []
+    assert pool.checkin(conns[0], 0.2, reusable=True) == [conns[2]]  # nobody waits: the cap applies
+    assert pool.closed_total == 1
+
+
 def test_max_connections_makes_requests_wait_and_slots_are_reserved() -> None:
     pool = make_pool("max-conns=2")
     first, second = pool.checkout(0.0), pool.checkout(0.0)

@@ -5,6 +5,7 @@ The client programs are built by ``make setup``; without their toolchain these t
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -12,13 +13,17 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import gevent
 import pytest
 
 from balancebench.errors import MissingFeature
 from balancebench.loadrun import LOCUSTFILE
 from balancebench.runner import plan
 from balancebench.scenario import load_scenario
+from loadtests.client import Exchange
+from loadtests.policy import parse_policy
 from loadtests.realclients import REAL_CLIENTS
+from loadtests.realclients.bridge import ClientProcess
 from tests.loadtests.conftest import run_locust
 from workloads.echo.process import EchoProcess
 
@@ -115,3 +120,37 @@ def test_a_scenario_with_a_missing_driver_fails_before_any_cluster(
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(MissingFeature, match="driver okhttp needs java"):
         plan(load_scenario(scenario_file))
+
+
+@pytest.mark.parametrize(
+    ("driver", "policy", "picks"),
+    [
+        # OkHttp walks its pool in creation order and takes the first idle connection: the oldest.
+        pytest.param("okhttp", "okhttp", "oldest", marks=_needs("okhttp"), id="okhttp-oldest"),
+        # Go's queueForIdleConn takes the last connection put back: the most recently used.
+        pytest.param("go", "go,max-idle=4", "mru", marks=_needs("go"), id="go-mru"),
+    ],
+)
+def test_real_clients_pick_the_connection_their_preset_says(driver: str, policy: str, picks: str) -> None:
+    # One request warms the client up; then 4 requests started 50 ms apart, each answered after 300 ms:
+    # the warm connection and 3 new ones, taken and given back in the same order (the server numbers
+    # connections as it accepts them). Then one request at a time.
+    with EchoProcess(["--latency", "300ms"], env={"POD_NAME": "echo-0"}) as echo:
+        ids = itertools.count(1)
+        process = ClientProcess(REAL_CLIENTS[driver], parse_policy(policy), echo.url, next_id=ids.__next__)
+        try:
+            pool = process.driver()
+            pool.request("/")
+            answered: list[Exchange] = []
+
+            def staggered(delay: float) -> None:
+                gevent.sleep(delay)
+                answered.append(pool.request("/"))
+
+            gevent.joinall([gevent.spawn(staggered, 0.05 * i) for i in range(4)], raise_error=True)
+            opened = [e.server_conn for e in answered]
+            following = [pool.request("/").server_conn for _ in range(3)]
+        finally:
+            process.close()
+    assert opened == sorted(opened) and len(set(opened)) == 4
+    assert following == [opened[0] if picks == "oldest" else opened[-1]] * 3

@@ -10,7 +10,7 @@
 //	get   <req> <pool> <path>    GET base+path on that pool's client; answered asynchronously
 //	close <pool>                 close the pool's idle connections once its requests are done
 //
-// Answer: req status error pod node client_conn server_conn conn_request latency_us length detail,
+// It prints "ready" once it takes commands. Answer: req status error pod node client_conn server_conn conn_request latency_us length detail,
 // tab-separated. client_conn numbers the TCP connections this process dialled (1, 2, ...), taken from
 // httptrace's GotConn, so it is the connection Go's pool actually chose. Standard library only.
 package main
@@ -185,6 +185,7 @@ func main() {
 	out := make(chan string, 4096)
 	written := make(chan struct{})
 	go writeLines(out, written)
+	out <- "ready\n"
 	pools := map[string]*pool{}
 	var all sync.WaitGroup
 	scanner := bufio.NewScanner(os.Stdin)

@@ -10,7 +10,7 @@
 //   get   <req> <pool> <path>    GET base+path on that pool; answered asynchronously
 //   close <pool>                 evict the pool's idle connections once its requests are done
 //
-// Answer: req status error pod node client_conn server_conn conn_request latency_us length detail.
+// It prints "ready" once OkHttp's classes are loaded and it takes commands. Answer: req status error pod node client_conn server_conn conn_request latency_us length detail.
 // client_conn numbers the connections OkHttp used (1, 2, ...), taken in a network interceptor from
 // Chain.connection(), so it is the connection OkHttp's pool actually chose.
 
@@ -179,6 +179,9 @@ public final class BalancebenchOkHttp {
 
     Thread writer = new Thread(BalancebenchOkHttp::writeLines, "writer");
     writer.start();
+    // Load OkHttp's classes before the first request, so JVM start-up is not measured as latency.
+    new OkHttpClient.Builder().build().newCall(new Request.Builder().url(base + "/").build());
+    out.add("ready");
     ExecutorService threads = Executors.newCachedThreadPool(r -> {
       Thread thread = new Thread(r, "request");
       thread.setDaemon(true);
