@@ -263,7 +263,19 @@ def _attribute(
             ),
         )
     effective = request_chance.effective_connections
-    if n >= 2 and effective < 0.5 * n and request_chance.too_few_connections:
+    if verdict == "worse" and connection_verdict != "better":
+        return Attribution(
+            verdict=verdict,
+            connection_verdict=connection_verdict,
+            cause=None,
+            sentence=(
+                f"{over} spread as chance does (Jain {connection_jain:.2f}, chance {jain_range}), but the "
+                f"busiest connections landed together: requests Jain {request_jain:.2f} where chance gives "
+                f"{_range(request_chance.jain)}"
+            ),
+        )
+    skewed = n >= 2 and effective < 0.5 * n and request_chance.jain.expected < 0.9
+    if verdict != "better" and skewed:
         top_share = float(conn_requests.max() / conn_requests.sum())
         pick = _pick(policy_spec)
         return Attribution(
@@ -276,7 +288,7 @@ def _attribute(
                 f"{f' ({pick})' if pick else ''}, not the dataplane"
             ),
         )
-    if connection_chance.too_few_connections:
+    if verdict != "better" and connection_chance.too_few_connections:
         return Attribution(
             verdict=verdict,
             connection_verdict=connection_verdict,
@@ -291,11 +303,10 @@ def _attribute(
             f"better than chance: {over} spread with Jain {connection_jain:.2f}, above the {jain_range} "
             "random picks give: the dataplane spreads connections evenly (round robin)"
         )
-    elif verdict == "worse":
+    elif verdict == "better":
         sentence = (
-            f"{over} spread as chance does (Jain {connection_jain:.2f}, chance {jain_range}), but the "
-            f"busiest connections landed together: requests Jain {request_jain:.2f} where chance gives "
-            f"{_range(request_chance.jain)}"
+            f"better than chance: requests Jain {request_jain:.2f}, above the "
+            f"{_range(request_chance.jain)} that {over} give by chance, their request counts kept"
         )
     else:
         sentence = (
