@@ -12,6 +12,7 @@ PYTHON=${PYTHON:-python3}
 declare -A needs=(
   [ip]=iproute2 [nft]=nftables [iptables]=iptables [conntrack]=conntrack [ipvsadm]=ipvsadm
   [nsenter]=util-linux [clang]=clang [llc]=llvm [bpftool]=bpftool [chromium]=chromium [wrk]=wrk
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!needs[@]}"; do

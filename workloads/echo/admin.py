@@ -66,6 +66,28 @@ class EchoCollector(Collector):
         yield GaugeMetricFamily(
             "echo_connections_active", "Connections open on the echo port.", value=stats.connections_active
         )
+        yield CounterMetricFamily(
+            "echo_tls_handshakes", "TLS handshakes completed on the echo port.", value=stats.tls_handshakes
+        )
+        by_protocol = CounterMetricFamily(
+            "echo_protocol_connections",
+            "Connections by protocol: http/1.1 (plaintext or TLS) or h2 (prior knowledge or ALPN).",
+            labels=["protocol"],
+        )
+        for protocol, count in sorted(stats.connections_by_protocol.items()):
+            by_protocol.add_metric([protocol], count)
+        yield by_protocol
+        yield CounterMetricFamily(
+            "echo_grpc_calls", "gRPC calls answered (also counted in echo_requests).", value=stats.grpc_calls
+        )
+        yield CounterMetricFamily(
+            "echo_goaways", "HTTP/2 connections the server ended with GOAWAY.", value=stats.goaways
+        )
+        yield CounterMetricFamily(
+            "echo_streams_refused",
+            "HTTP/2 streams refused after the server's GOAWAY (the client retries them).",
+            value=stats.streams_refused,
+        )
         cumulative = 0
         buckets: list[tuple[str, float]] = []
         for bound, count in zip(

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn, TypeVar
 
-from workloads.echo.config import ConfigError, ConnectionPolicy, EchoConfig, Faults, parse_duration
+from workloads.echo.config import ConfigError, ConnectionPolicy, EchoConfig, Faults, TlsFiles, parse_duration
 
 PROG = "python -m workloads.echo"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -35,7 +35,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="HTTP/1.1 echo target: every response says which pod and which connection answered.",
+        description="HTTP/1.1, HTTP/2 and gRPC echo target: every response says which pod, connection "
+        "and stream answered.",
         epilog="Every flag can also be set as ECHO_<FLAG> (e.g. ECHO_MAX_CONNECTION_AGE=30s); the flag wins. "
         "Durations: 250ms, 1s, 1.5s, 2m or bare seconds.",
         allow_abbrev=False,
@@ -61,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="± jitter of the age, 0.1 = ±10 %% (default 0)",
     )
+    add(
+        "--max-connection-age-grace",
+        metavar="DURATION",
+        help="HTTP/2, gRPC: after the max-age GOAWAY, cut the connection after this long (default: wait)",
+    )
+    add(
+        "--max-concurrent-streams",
+        metavar="N",
+        help="HTTP/2, gRPC: SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients (default unlimited)",
+    )
+    add("--tls-cert", metavar="FILE", help="PEM certificate: the echo port then also speaks TLS (ALPN h2)")
+    add("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     add(
         "--idle-timeout", metavar="DURATION", help="close kept-alive connections idle this long (default off)"
     )
@@ -185,8 +198,16 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         max_requests_per_connection=value("max_requests_per_connection", optional_count, None),
         max_connection_age_s=value("max_connection_age", optional_duration, None),
         max_connection_age_jitter=value("max_connection_age_jitter", fraction, 0.0),
+        max_connection_age_grace_s=value("max_connection_age_grace", optional_duration, None),
         idle_timeout_s=value("idle_timeout", optional_duration, None),
+        max_concurrent_streams=value("max_concurrent_streams", optional_count, None),
     )
+    cert, cert_source = raw("tls_cert")
+    key, key_source = raw("tls_key")
+    if (cert is None) != (key is None):
+        missing = key_source if key is None else cert_source
+        raise ConfigError(f"TLS needs both --tls-cert and --tls-key: {missing} is missing")
+    tls = TlsFiles(cert=cert, key=key) if cert is not None and key is not None else None
     faults = Faults(
         latency_ms=value("latency", duration, 0.0) * 1000,
         latency_jitter_ms=value("latency_jitter", duration, 0.0) * 1000,
@@ -205,6 +226,7 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         ready=not value("not_ready", flag, False),
         shutdown_timeout_s=shutdown_timeout,
         log_requests=value("log_requests", flag, False),
+        tls=tls,
     )
 
 

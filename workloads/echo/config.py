@@ -10,6 +10,7 @@ place with one sentence that says what is wrong and how to fix it.
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 import socket
@@ -112,19 +113,29 @@ class ConnectionPolicy:
     gRPC's MAX_CONNECTION_AGE does), carries ``Connection: close`` and the connection is closed after it.
     ``idle_timeout_s`` closes a kept-alive connection that has had no request for that long.
 
+    On HTTP/2 (and gRPC) the same limits end a connection with GOAWAY instead: at its age (a timer, as gRPC's
+    ``MAX_CONNECTION_AGE``), or when its ``max_requests_per_connection``-th stream arrives; in-flight streams
+    finish, and ``max_connection_age_grace_s`` (gRPC's ``MAX_CONNECTION_AGE_GRACE``) bounds how long they may
+    take before the connection is cut. ``max_concurrent_streams`` is advertised in the server's SETTINGS.
+
         ConnectionPolicy(max_connection_age_s=30, max_connection_age_jitter=0.1)
     """
 
     max_requests_per_connection: int | None = None
     max_connection_age_s: float | None = None
     max_connection_age_jitter: float = 0.0
+    max_connection_age_grace_s: float | None = None
     idle_timeout_s: float | None = None
+    max_concurrent_streams: int | None = None
 
     def __post_init__(self) -> None:
         limit = self.max_requests_per_connection
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ConfigError(f"max_requests_per_connection must be a whole number ≥ 1, got {limit!r}")
-        for name in ("max_connection_age_s", "idle_timeout_s"):
+        streams = self.max_concurrent_streams
+        if streams is not None and (isinstance(streams, bool) or not isinstance(streams, int) or streams < 1):
+            raise ConfigError(f"max_concurrent_streams must be a whole number ≥ 1, got {streams!r}")
+        for name in ("max_connection_age_s", "max_connection_age_grace_s", "idle_timeout_s"):
             value = getattr(self, name)
             if value is not None and _number(value, name=name) <= 0:
                 raise ConfigError(f"{name} must be > 0 (leave it unset to turn it off), got {value:g}")
@@ -178,6 +189,25 @@ class Identity:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TlsFiles:
+    """The server certificate (PEM, chain allowed) and its private key: TLS is then offered on the echo port.
+
+    The echo port keeps serving plaintext too: a connection whose first byte starts a TLS handshake is TLS
+    (ALPN ``h2`` or ``http/1.1``), any other is HTTP/1.1 or HTTP/2 with prior knowledge.
+
+        TlsFiles(cert="tls/server.pem", key="tls/server.key")
+    """
+
+    cert: str
+    key: str
+
+    def __post_init__(self) -> None:
+        for name, path in (("tls_cert", self.cert), ("tls_key", self.key)):
+            if not os.path.isfile(path):
+                raise ConfigError(f"{name} {path!r} is not a readable file: pass a PEM file")
+
+
+@dataclass(frozen=True, kw_only=True)
 class EchoConfig:
     """Everything one echo process is started with; ``python -m workloads.echo --help`` lists the flags.
 
@@ -192,6 +222,7 @@ class EchoConfig:
     ready: bool = True
     shutdown_timeout_s: float = 10.0
     log_requests: bool = False
+    tls: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         for name, port in (("port", self.port), ("admin_port", self.admin_port)):

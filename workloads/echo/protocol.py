@@ -26,7 +26,7 @@ import struct
 import termios
 import time
 from collections import deque
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aiohttp.http import HttpProcessingError, HttpRequestParser, HttpVersion10, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
@@ -44,8 +44,18 @@ _STATUS_LINES = {
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""How an HTTP/2 client with prior knowledge (h2c, gRPC in plaintext) opens a connection (RFC 9113 §3.4)."""
 _MAX_PENDING = 32
 """Unanswered requests buffered per connection before the server stops reading from it (pipelining)."""
+
+
+class Connection(Protocol):
+    """What the drain needs of a connection, HTTP/1.1 or HTTP/2."""
+
+    def drain(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class EchoState:
@@ -72,7 +82,7 @@ class EchoState:
         self.frozen = False
         """Set just before the pod is killed: nothing more is read or answered (see ``freeze``)."""
         self.stats = EchoStats()
-        self.connections: set[EchoProtocol] = set()
+        self.connections: set[Connection] = set()
         self.rng = random.Random()
         self.conn_ids = itertools.count(1)
         self.all_closed: asyncio.Event | None = None
@@ -122,8 +132,11 @@ class EchoProtocol(asyncio.Protocol):
         "_opened",
         "_parser",
         "_pending",
+        "_pod_ip",
         "_read_paused",
         "_received",
+        "_sniffed",
+        "_sniffing",
         "_state",
         "_transport",
         "_write_paused",
@@ -144,6 +157,8 @@ class EchoProtocol(asyncio.Protocol):
         self._eof = False
         self._read_paused = False
         self._write_paused = False
+        self._sniffing = True
+        self._sniffed = b""
         self.conn_id = 0
         self.client_addr = ""
 
@@ -162,6 +177,7 @@ class EchoProtocol(asyncio.Protocol):
         pod_ip = identity.pod_ip or _address(transport.get_extra_info("sockname")).rsplit(":", 1)[0].strip(
             "[]"
         )
+        self._pod_ip = pod_ip
         # everything constant on this connection is rendered once; a request only adds its index and age
         self._headers = (
             f"X-Pod-Name: {identity.pod}\r\nX-Pod-IP: {pod_ip}\r\nX-Node-Name: {identity.node}\r\n"
@@ -190,14 +206,56 @@ class EchoProtocol(asyncio.Protocol):
         if state.frozen:
             self.freeze()
         state.stats.connection_opened()
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            state.stats.tls_handshakes += 1
+            if ssl_object.selected_alpn_protocol() == "h2":
+                self._become_http2(b"")
+                return
         if state.policy.idle_timeout_s is not None:
             self._idle_handle = self._loop.call_at(
                 self._opened + state.policy.idle_timeout_s, self._check_idle
             )
 
+    def _become_http2(self, received: bytes) -> None:
+        """Hand this connection, its id and its age over to the HTTP/2 protocol."""
+        from workloads.echo.http2 import Http2Connection  # only HTTP/2 connections pay for importing h2
+
+        state = self._state
+        transport = self._transport
+        assert transport is not None
+        self._sniffing = False
+        self._closing = True  # this object is done; the HTTP/2 protocol counts the connection's close
+        state.connections.discard(self)
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        Http2Connection(
+            state,
+            conn_id=self.conn_id,
+            opened=self._opened,
+            client_addr=self.client_addr,
+            pod_ip=self._pod_ip,
+            tls=transport.get_extra_info("ssl_object") is not None,
+            age_limit=self._age_limit,
+        ).take_over(transport, received)
+
     def data_received(self, data: bytes) -> None:
         if self._closing or self._eof:
             return
+        if self._sniffing:
+            if self._sniffed or (len(data) < 24 and _H2_PREFACE.startswith(data)):
+                # the HTTP/2 preface may come in pieces: keep them until HTTP/1.1 and HTTP/2 differ
+                data = self._sniffed + data
+                if len(data) < 24 and _H2_PREFACE.startswith(data):
+                    self._sniffed = data
+                    return
+                self._sniffed = b""
+            self._sniffing = False
+            if data.startswith(_H2_PREFACE):
+                self._become_http2(data)
+                return
+            self._state.stats.connections_by_protocol["http/1.1"] += 1
         self._last_active = self._loop.time()
         try:
             messages, _upgraded, _tail = self._parser.feed_data(data)

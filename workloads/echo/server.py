@@ -9,20 +9,113 @@ await server.stop()
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Mapping
 
 from aiohttp import web
 
 from workloads.echo.admin import admin_app
-from workloads.echo.config import EchoConfig, Identity
+from workloads.echo.config import ConfigError, EchoConfig, Identity, TlsFiles
 from workloads.echo.protocol import EchoProtocol, EchoState
 
 _BACKLOG = 1024
 """Listen backlog: scenarios that open a connection per request arrive in bursts."""
+_TLS_RECORD_HANDSHAKE = 0x16
+"""The first byte of every TLS connection (a handshake record, RFC 8446 §5.1): TLS told from plaintext."""
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
+
+def tls_context(files: TlsFiles) -> ssl.SSLContext:
+    """The server side of TLS on the echo port: the given certificate, ALPN ``h2`` then ``http/1.1``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context
+
+
+class _SniffingListener:
+    """The echo port when TLS is on: each accepted connection is TLS if its first byte starts a handshake.
+
+    One port then serves plaintext HTTP/1.1, h2c, gRPC and TLS alike, so a Service needs no second port. The
+    first byte is peeked (``MSG_PEEK``), never consumed, and the socket is handed to asyncio with or without
+    TLS. Without TLS the server keeps asyncio's own listener: plaintext pays nothing for this.
+    """
+
+    def __init__(self, state: EchoState, sock: socket.socket, context: ssl.SSLContext) -> None:
+        self._state = state
+        self._sock = sock
+        self._context = context
+        self._loop = asyncio.get_running_loop()
+        self._waiting: set[socket.socket] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        sock.setblocking(False)
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(_BACKLOG):
+            try:
+                conn, _peer = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # out of file descriptors and the like: the next accept may succeed
+                return
+            conn.setblocking(False)
+            self._waiting.add(conn)
+            self._loop.add_reader(conn.fileno(), self._sniff, conn)
+
+    def _sniff(self, conn: socket.socket) -> None:
+        self._loop.remove_reader(conn.fileno())
+        self._waiting.discard(conn)
+        try:
+            first = conn.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            self._waiting.add(conn)
+            self._loop.add_reader(conn.fileno(), self._sniff, conn)
+            return
+        except OSError:
+            conn.close()
+            return
+        if not first:  # closed before saying anything
+            conn.close()
+            return
+        tls = first[0] == _TLS_RECORD_HANDSHAKE
+        state = self._state
+        task = self._loop.create_task(
+            self._loop.connect_accepted_socket(
+                lambda: EchoProtocol(state),
+                conn,
+                ssl=self._context if tls else None,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if tls else None,
+            )
+        )
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._started, conn))
+
+    def _started(self, conn: socket.socket, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            conn.close()  # a failed TLS handshake (bad client, timeout): nothing was served
+
+    @property
+    def port(self) -> int:
+        return _bound_port(self._sock)
+
+    def close(self) -> None:
+        """Stop accepting; connections still waiting for their first byte are closed."""
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+        for conn in list(self._waiting):
+            with contextlib.suppress(OSError, ValueError):
+                self._loop.remove_reader(conn.fileno())
+            conn.close()
+        self._waiting.clear()
 
 
 def _bound_port(sock: socket.socket) -> int:
@@ -45,7 +138,16 @@ class EchoServer:
             ready=config.ready,
             log_requests=config.log_requests,
         )
-        self._echo: asyncio.Server | None = None
+        self._echo: asyncio.Server | _SniffingListener | None = None
+        self._tls_context: ssl.SSLContext | None = None
+        if config.tls is not None:
+            try:
+                self._tls_context = tls_context(config.tls)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    f"cannot use --tls-cert {config.tls.cert} / --tls-key {config.tls.key}: {exc} "
+                    "(pass a PEM certificate and its private key)"
+                ) from None
         self._admin: web.AppRunner | None = None
         self.port = 0
         self.admin_port = 0
@@ -55,11 +157,23 @@ class EchoServer:
         loop = asyncio.get_running_loop()
         config = self.config
         state = self.state
-        self._echo = await loop.create_server(
-            lambda: EchoProtocol(state), config.host, config.port, backlog=_BACKLOG, reuse_address=True
-        )
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        if config.tls is None:
+            server = await loop.create_server(
+                lambda: EchoProtocol(state), config.host, config.port, backlog=_BACKLOG, reuse_address=True
+            )
+            self._echo = server
+            self.port = _bound_port(server.sockets[0])
+        else:
+            assert self._tls_context is not None
+            context = self._tls_context
+            sock = socket.create_server(
+                (config.host, config.port), family=family, backlog=_BACKLOG, reuse_port=False
+            )
+            listener = _SniffingListener(state, sock, context)
+            self._echo = listener
+            self.port = listener.port
         try:
-            self.port = _bound_port(self._echo.sockets[0])
             if config.log_requests:  # aiohttp's own access log, logger "aiohttp.access"
                 runner = web.AppRunner(admin_app(state), handle_signals=False, shutdown_timeout=1.0)
             else:
@@ -68,7 +182,6 @@ class EchoServer:
                 )
             await runner.setup()
             self._admin = runner
-            family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
             admin_sock = socket.create_server((config.host, config.admin_port), family=family)
             site = web.SockSite(runner, admin_sock)
             await site.start()

@@ -35,11 +35,16 @@ class EchoStats:
     """Requests by status, connections opened/closed and the requests-per-connection histogram."""
 
     __slots__ = (
+        "connections_by_protocol",
         "connections_closed",
         "connections_opened",
+        "goaways",
+        "grpc_calls",
         "requests",
         "requests_per_connection_buckets",
         "requests_per_connection_sum",
+        "streams_refused",
+        "tls_handshakes",
     )
 
     def __init__(self) -> None:
@@ -49,6 +54,15 @@ class EchoStats:
         self.connections_closed = 0
         self.requests_per_connection_buckets = [0] * (len(REQUESTS_PER_CONNECTION_BUCKETS) + 1)
         self.requests_per_connection_sum = 0
+        self.tls_handshakes = 0
+        """TLS handshakes completed on the echo port (each TLS connection makes one)."""
+        self.connections_by_protocol: dict[str, int] = {"http/1.1": 0, "h2": 0}
+        """Connections by the protocol they spoke (ALPN, or the HTTP/2 preface on plaintext)."""
+        self.grpc_calls = 0
+        self.goaways = 0
+        """Connections the server ended with GOAWAY (max age, max streams, drain)."""
+        self.streams_refused = 0
+        """HTTP/2 streams refused (REFUSED_STREAM) because they came after the server's GOAWAY."""
 
     def answered(self, status: int) -> None:
         """Count one echo response."""

@@ -85,7 +85,7 @@ def test_accepted_sockets_have_tcp_nodelay() -> None:
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await reader.readuntil(b"}")
         [connection] = server.state.connections
-        sock = connection._transport.get_extra_info("socket")  # type: ignore[union-attr]
+        sock = connection._transport.get_extra_info("socket")  # type: ignore[attr-defined]
         results["nodelay"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         writer.close()
         await server.stop()
