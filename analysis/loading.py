@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from analysis.errors import AnalysisError
 from analysis.manifest import run_path
-from analysis.records import COLUMNS, RECORD_SCHEMA, RECORDS_DIR
+from analysis.records import COLUMNS, LATER_COLUMNS, RECORD_SCHEMA, RECORDS_DIR
 
 STRING_COLUMNS: tuple[str, ...] = tuple(f.name for f in RECORD_SCHEMA if pa.types.is_string(f.type))
 NUMBER_DTYPES: dict[str, np.dtype[Any]] = {
@@ -105,6 +105,11 @@ def normalize_records(frame: pd.DataFrame) -> pd.DataFrame:
 
     String columns become categoricals (a no-op when they already are), numbers the schema's dtypes.
     """
+    later: dict[str, Any] = {
+        name: value for name, value in LATER_COLUMNS.items() if name not in frame.columns
+    }
+    if later:
+        frame = frame.assign(**later)
     missing = [column for column in COLUMNS if column not in frame.columns]
     if missing:
         raise AnalysisError(
@@ -133,6 +138,11 @@ def write_records(path: str | os.PathLike[str], frame: pd.DataFrame) -> Path:
     """Write records to one Parquet file with the record schema (tests, synthetic runs, converters)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    later: dict[str, Any] = {
+        name: value for name, value in LATER_COLUMNS.items() if name not in frame.columns
+    }
+    if later:
+        frame = frame.assign(**later)
     table = pa.Table.from_pandas(frame.loc[:, list(COLUMNS)], preserve_index=False)
     # Categoricals arrive as dictionary columns: store plain strings, exactly the schema the writers use.
     table = table.cast(RECORD_SCHEMA)
@@ -151,6 +161,7 @@ class _Builder:
         self.names: dict[str, dict[str, int]] = {name: {} for name in STRING_COLUMNS}
 
     def add(self, table: pa.Table, *, source: str) -> None:
+        table = with_later_columns(table)
         missing = [name for name in COLUMNS if name not in table.column_names]
         if missing:
             raise AnalysisError(f"{source} lacks column(s) {', '.join(missing)}")
@@ -183,6 +194,15 @@ class _Builder:
         )
 
 
+def with_later_columns(table: pa.Table) -> pa.Table:
+    """``table`` with the columns added to the schema after it was written, filled with their defaults."""
+    for name, value in LATER_COLUMNS.items():
+        if name not in table.column_names:
+            kind = RECORD_SCHEMA.field(name).type
+            table = table.append_column(pa.field(name, kind), pa.array([value] * table.num_rows, type=kind))
+    return table
+
+
 def _codes(chunk: pa.Array, names: dict[str, int]) -> npt.NDArray[np.int32]:
     """A chunk's strings as codes into ``names`` (extended with names not seen before)."""
     encoded = chunk if isinstance(chunk, pa.DictionaryArray) else chunk.dictionary_encode()
@@ -204,13 +224,15 @@ def _row_count(path: Path) -> int:
 def _read_part(path: Path) -> pa.Table:
     try:
         schema = pq.read_schema(path)
-        missing = [column for column in COLUMNS if column not in schema.names]
+        missing = [column for column in COLUMNS if column not in schema.names and column not in LATER_COLUMNS]
         if missing:
             raise AnalysisError(
                 f"records file {path} lacks column(s) {', '.join(missing)}: "
                 "it was not written with the schema in analysis/records.py"
             )
-        return pq.read_table(path, columns=list(COLUMNS), read_dictionary=list(STRING_COLUMNS))
+        present = [column for column in COLUMNS if column in schema.names]
+        strings = [column for column in STRING_COLUMNS if column in schema.names]
+        return pq.read_table(path, columns=present, read_dictionary=strings)
     except (OSError, pa.ArrowException) as exc:
         raise AnalysisError(
             f"records file {path} is not readable Parquet ({exc}): move it out of records/ or re-run"

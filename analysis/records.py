@@ -29,7 +29,16 @@ error               string    "" on success, else the error kind: ``http_5xx``, 
                               (connection refused: nothing listens, a dead pod), ``connect`` (any other
                               connect failure), ``reset``, ``timeout``, ``protocol``, ``other``
 warmup              bool      sent during warm-up; excluded from every metric
+protocol            string    what the client spoke: ``http1``, ``http1-tls``, ``h2``, ``h2-tls``, ``grpc``
+stream_id           int64     HTTP/2 and gRPC: the stream that carried the request (odd, from 1); 0 for
+                              HTTP/1.1 and when there was no response
+connect_ms          float64   TCP connect time when this request opened its connection, else 0 (not
+                              measured for grpc: its channel connects inside grpc-core)
+tls_ms              float64   TLS handshake time when this request opened its connection, else 0
 ==================  ========  =============================================================================
+
+The last four columns came after the first release: files written without them still load, with the
+values of :data:`LATER_COLUMNS` (plain HTTP/1.1, no stream, no measured connect).
 """
 
 from __future__ import annotations
@@ -55,11 +64,21 @@ RECORD_SCHEMA = pa.schema(
         pa.field("status", pa.int16(), nullable=False),
         pa.field("error", pa.string(), nullable=False),
         pa.field("warmup", pa.bool_(), nullable=False),
+        pa.field("protocol", pa.string(), nullable=False),
+        pa.field("stream_id", pa.int64(), nullable=False),
+        pa.field("connect_ms", pa.float64(), nullable=False),
+        pa.field("tls_ms", pa.float64(), nullable=False),
     ],
     metadata={"balancebench.records.schema": str(SCHEMA_VERSION)},
 )
 
 COLUMNS: tuple[str, ...] = tuple(RECORD_SCHEMA.names)
+
+LATER_COLUMNS: dict[str, object] = {"protocol": "http1", "stream_id": 0, "connect_ms": 0.0, "tls_ms": 0.0}
+"""Columns added to the schema later, with the value a file written before them stands for."""
+
+PROTOCOLS: tuple[str, ...] = ("http1", "http1-tls", "h2", "h2-tls", "grpc")
+"""The values of the ``protocol`` column."""
 
 ERROR_KINDS: tuple[str, ...] = (
     "http_5xx",

@@ -20,12 +20,13 @@ import errno
 import socket
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
 import gevent.socket
+import gevent.ssl
 from geventhttpclient.response import HTTPParseError, HTTPResponse
 
 from loadtests.policy import PolicyError, PoolPolicy
@@ -53,6 +54,12 @@ class Exchange(NamedTuple):
     latency_ms: float
     length: int
     exception: BaseException | None
+    stream_id: int = 0
+    """HTTP/2 and gRPC: the stream that carried the request; 0 for HTTP/1.1."""
+    connect_ms: float = 0.0
+    """TCP connect time when this request opened its connection, else 0."""
+    tls_ms: float = 0.0
+    """TLS handshake time when this request opened its connection, else 0."""
 
 
 class RequestFailed(Exception):
@@ -81,7 +88,10 @@ class _Broken(Exception):
 
 
 def parse_base_url(base_url: str) -> tuple[str, int]:
-    """(host, port) of an ``http://host[:port]`` base URL; PolicyError for anything else."""
+    """(host, port) of an ``http://host[:port]`` base URL; PolicyError for anything else.
+
+    TLS is the protocol's business (``--protocol http1-tls``), not the URL's: the Service address is the same.
+    """
     if not base_url:
         raise PolicyError("no host given: pass the Service URL, e.g. --host http://10.96.0.10:80")
     parts = urlsplit(base_url)
@@ -106,8 +116,11 @@ class PolicyClient:
         connect_timeout: float = CONNECT_TIMEOUT,
         network_timeout: float = NETWORK_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
+        tls: TlsClient | None = None,
     ) -> None:
         self.host, self.port = parse_base_url(base_url)
+        self.tls = tls
+        self.protocol = "http1-tls" if tls is not None else "http1"
         self.policy = policy
         self.pool: Pool[gevent.socket.socket] = Pool(policy, next_id=next_id)
         self._connect_timeout = connect_timeout
@@ -126,7 +139,7 @@ class PolicyClient:
         clock = self._clock
         start = clock()
         try:
-            conn = self._acquire()
+            conn, (connect_ms, tls_ms) = self._acquire()
         except _Broken as exc:
             return _failed(exc, start, clock(), client_conn=-1)
         if conn.requests == 1 and self._reaper is None and self._needs_reaper():
@@ -136,7 +149,9 @@ class PolicyClient:
             response = _exchange(conn.handle, wire)
         except _Broken as exc:
             self._release(conn, reusable=False)
-            return _failed(exc, start, clock(), client_conn=conn.id)
+            return _failed(exc, start, clock(), client_conn=conn.id)._replace(
+                connect_ms=connect_ms, tls_ms=tls_ms
+            )
         end = clock()
         keep = not response.should_close()
         if not keep and _header(response, "connection").lower() == "close":
@@ -157,6 +172,9 @@ class PolicyClient:
             (end - start) * 1000.0,
             len(response._body_buffer),
             RequestFailed(kind, f"HTTP {status}") if kind else None,
+            0,
+            connect_ms,
+            tls_ms,
         )
 
     def close(self) -> None:
@@ -170,7 +188,8 @@ class PolicyClient:
 
     # -- pool plumbing -------------------------------------------------------------------------------------
 
-    def _acquire(self) -> PooledConnection[gevent.socket.socket]:
+    def _acquire(self) -> tuple[PooledConnection[gevent.socket.socket], tuple[float, float]]:
+        """A connection for the next request, and (connect ms, TLS handshake ms) when it was opened for it."""
         pool = self.pool
         while True:
             lease = pool.checkout(self._clock())
@@ -183,15 +202,15 @@ class PolicyClient:
                     # and OkHttp, check before reuse and take another one instead of failing the request.
                     self._release(conn, reusable=False)
                     continue
-                return conn
+                return conn, (0.0, 0.0)
             if lease.open:
                 try:
-                    sock = self._connect()
+                    sock, timings = self._connect()
                 except _Broken:
                     pool.open_failed()
                     self._wake_one()
                     raise
-                return pool.opened(sock, self._clock())
+                return pool.opened(sock, self._clock()), timings
             waiter = gevent.event.Event()
             self._waiters.append(waiter)
             try:
@@ -202,7 +221,9 @@ class PolicyClient:
                 else:  # killed while waiting (a stopped user): it takes nothing
                     self._waiters.remove(waiter)
 
-    def _connect(self) -> gevent.socket.socket:
+    def _connect(self) -> tuple[gevent.socket.socket, tuple[float, float]]:
+        clock = self._clock
+        started = clock()
         try:
             sock = gevent.socket.create_connection((self.host, self.port), timeout=self._connect_timeout)
         except ConnectionRefusedError as exc:
@@ -210,8 +231,11 @@ class PolicyClient:
         except (TimeoutError, OSError) as exc:
             raise _Broken("connect", exc) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connected = clock()
+        if self.tls is not None:
+            sock = self.tls.handshake(sock, alpn=("http/1.1",), timeout=self._connect_timeout)
         sock.settimeout(self._network_timeout)
-        return sock
+        return sock, ((connected - started) * 1000.0, (clock() - connected) * 1000.0 if self.tls else 0.0)
 
     def _release(self, conn: PooledConnection[gevent.socket.socket], *, reusable: bool) -> None:
         waiting = len(self._waiters) + self._woken
@@ -251,6 +275,39 @@ class PolicyClient:
             for dead in self.pool.evict(self._clock()):
                 _close(dead.handle)
                 self._wake_one()
+
+
+class TlsClient:
+    """The client side of TLS to the echo: trust ``ca_file`` only, verify ``server_name`` (sent as SNI).
+
+    ``handshakes`` counts the handshakes this client completed, so tests and reports can compare it with
+    the connections opened.
+
+        tls = TlsClient(ca_file="results/run/tls/ca.pem")
+        sock = tls.handshake(tcp_socket, alpn=("h2",), timeout=5)
+    """
+
+    def __init__(self, *, ca_file: str, server_name: str) -> None:
+        try:
+            # gevent's own SSLContext: its sockets wait cooperatively even where nothing is monkey-patched
+            self.context = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT)
+            self.context.load_verify_locations(cafile=ca_file)
+        except (OSError, ValueError) as exc:
+            raise PolicyError(f"--tls-ca {ca_file!r} is not a readable PEM CA file: {exc}") from None
+        self.server_name = server_name
+        self.handshakes = 0
+
+    def handshake(self, sock: gevent.socket.socket, *, alpn: tuple[str, ...], timeout: float) -> Any:
+        """Wrap a connected TCP socket in TLS and complete the handshake; _Broken("connect") on failure."""
+        self.context.set_alpn_protocols(list(alpn))
+        sock.settimeout(timeout)
+        try:
+            wrapped = self.context.wrap_socket(sock, server_hostname=self.server_name)
+        except (TimeoutError, OSError) as exc:  # ssl.SSLError is an OSError
+            _close(sock)
+            raise _Broken("connect", exc) from exc
+        self.handshakes += 1
+        return wrapped
 
 
 def _exchange(sock: gevent.socket.socket, wire: bytes) -> HTTPResponse:

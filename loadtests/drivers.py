@@ -29,10 +29,12 @@ from loadtests.client import (
     Exchange,
     PolicyClient,
     RequestFailed,
+    TlsClient,
     error_kind_for_status,
     parse_base_url,
 )
 from loadtests.policy import PolicyError, PoolPolicy
+from loadtests.protocols import TLS_SERVER_NAME, check_protocol, parse_endpoints, protocol_spec
 from loadtests.realclients import REAL_CLIENTS
 from loadtests.realclients.bridge import ClientProcess
 
@@ -104,15 +106,39 @@ def check_driver(driver: str, policy: PoolPolicy) -> None:
 
 
 class DriverSet:
-    """The drivers of one load-generator process: one per user, or one shared for ``scope=source``."""
+    """The drivers of one load-generator process: one per user, or one shared for ``scope=source``.
 
-    def __init__(self, driver: str, base_url: str, policy: PoolPolicy, *, ids: ConnectionIds) -> None:
+    ``protocol`` (see :mod:`loadtests.protocols`) picks the client of the ``policy`` driver; TLS protocols
+    trust ``tls_ca`` only; ``endpoints`` (``IP:PORT,…``, a headless Service's pods) feed gRPC's round_robin.
+    """
+
+    def __init__(
+        self,
+        driver: str,
+        base_url: str,
+        policy: PoolPolicy,
+        *,
+        ids: ConnectionIds,
+        protocol: str = "http1",
+        tls_ca: str = "",
+        endpoints: str = "",
+    ) -> None:
         check_driver(driver, policy)
+        check_protocol(protocol, policy, driver=driver, endpoints=endpoints)
         parse_base_url(base_url)
         self.driver = driver
         self.base_url = base_url
         self.policy = policy
         self.ids = ids
+        self.protocol = protocol
+        self.endpoints = parse_endpoints(endpoints)
+        self.tls: TlsClient | None = None
+        if protocol_spec(protocol).tls:
+            if not tls_ca:
+                raise PolicyError(
+                    f"protocol {protocol} needs --tls-ca: the CA file that signed the echo's certificate"
+                )
+            self.tls = TlsClient(ca_file=tls_ca, server_name=TLS_SERVER_NAME)
         self._shared: Driver | None = None
         self._open: list[Driver] = []
         self._program: ClientProcess | None = None
@@ -145,12 +171,21 @@ class DriverSet:
 
     def _make(self) -> Driver:
         driver: Driver
-        if self.driver in REAL_CLIENTS:
+        spec = protocol_spec(self.protocol)
+        if spec.grpc:
+            from loadtests.grpcclient import GrpcClient  # grpcio loads only when a run speaks gRPC
+
+            driver = GrpcClient(self.base_url, self.policy, ids=self.ids, endpoints=self.endpoints)
+        elif spec.http2:
+            from loadtests.h2client import H2Client
+
+            driver = H2Client(self.base_url, self.policy, next_id=self.ids.next, tls=self.tls)
+        elif self.driver in REAL_CLIENTS:
             if self._program is None:
                 raise RuntimeError("balancebench: a closed DriverSet cannot make drivers")
             driver = self._program.driver()
         elif self.driver == "policy":
-            driver = PolicyClient(self.base_url, self.policy, next_id=self.ids.next)
+            driver = PolicyClient(self.base_url, self.policy, next_id=self.ids.next, tls=self.tls)
         elif self.driver == "httpx":
             driver = HttpxDriver(self.base_url, self.policy, ids=self.ids)
         else:

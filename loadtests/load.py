@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from loadtests.drivers import DRIVERS
 from loadtests.policy import PolicyError, format_duration, parse_duration
+from loadtests.protocols import protocol_spec
 
 LoadModelName = Literal["closed", "open"]
 
@@ -32,6 +33,9 @@ class Load:
     latency (each has an intended send time; the lag is recorded as ``wait_ms``)."""
     driver: str = "policy"
     """What sends: the pool-policy model or a real library's pool (``loadtests.drivers.DRIVERS``)."""
+    protocol: str = "http1"
+    """What the clients speak: ``http1``, ``http1-tls``, ``h2``, ``h2-tls`` or ``grpc``
+    (``loadtests.protocols.PROTOCOLS``)."""
     users_per_source: int = 1
     """Locust users in each source pod's load generator."""
     think_time_s: float = 0.0
@@ -60,6 +64,7 @@ class Load:
             raise PolicyError(f"load model must be closed or open, got {self.model!r}")
         if self.driver not in DRIVERS:
             raise PolicyError(f"unknown driver {self.driver!r}: choose one of {', '.join(DRIVERS)}")
+        protocol_spec(self.protocol)
         if isinstance(self.users_per_source, bool) or self.users_per_source < 1:
             raise PolicyError(f"users per source must be at least 1, got {self.users_per_source!r}")
         for name, value in (
@@ -136,6 +141,7 @@ class Load:
 MANIFEST_FIELDS = (
     "model",
     "driver",
+    "protocol",
     "users_per_source",
     "think_time_s",
     "burst",
@@ -195,6 +201,8 @@ class LocustOption:
 LOCUST_OPTIONS: tuple[LocustOption, ...] = (
     LocustOption(field="driver", flag="--driver", kind="choice", default="policy",
                  help="policy model or a real library's pool"),
+    LocustOption(field="protocol", flag="--protocol", kind="text", default="http1",
+                 help="http1, http1-tls, h2, h2-tls or grpc"),
     LocustOption(field="url_path", flag="--path", kind="text", default="/", help="request path"),
     LocustOption(field="think_time_s", flag="--think-time", kind="duration", default=0.0,
                  help="closed loop: wait after each request, e.g. 300ms"),

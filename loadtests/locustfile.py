@@ -29,6 +29,7 @@ from loadtests.client import parse_base_url
 from loadtests.drivers import ConnectionIds, Driver, DriverSet, check_driver, driver_missing
 from loadtests.load import Load, add_locust_arguments
 from loadtests.policy import PolicyError, PoolPolicy, parse_duration, parse_policy
+from loadtests.protocols import check_protocol, parse_endpoints, protocol_spec
 from loadtests.recorder import Record, RecordWriter, source_identity
 from loadtests.shapes import Budget, ClosedLoopPacer, OpenLoopSchedule
 
@@ -46,6 +47,8 @@ def _add_arguments(parser: Any) -> None:
     # On the parser itself, not a group: only those arguments show in Locust's web UI.
     add = parser.add_argument
     add("--policy", default="keepalive", help="pool policy: a preset or compact form, e.g. okhttp-1s")
+    add("--tls-ca", default="", help="TLS protocols: the CA file that signed the echo's certificate")
+    add("--endpoints", default="", help="grpc: a headless Service's endpoints, IP:PORT,… (round_robin)")
     add("--cell", default="", help="scenario cell id written into every record")
     add("--records-dir", default="", help="directory for Parquet records (empty: do not record)")
     add("--seed", default="", help="seed for client-side randomness (jitter, pick=random); empty: random")
@@ -63,6 +66,12 @@ def options_from(parsed: Any) -> tuple[PoolPolicy, Load]:
     policy = parse_policy(parsed.policy)
     load = Load.from_locust(parsed)
     check_driver(load.driver, policy)
+    check_protocol(load.protocol, policy, driver=load.driver, endpoints=parsed.endpoints)
+    parse_endpoints(parsed.endpoints)
+    if protocol_spec(load.protocol).tls and not parsed.tls_ca:
+        raise PolicyError(
+            f"protocol {load.protocol} needs --tls-ca: the CA file that signed the echo's certificate"
+        )
     parse_duration(parsed.flush_interval, what="--flush-interval")
     return policy, load
 
@@ -132,7 +141,15 @@ def _start(environment: Environment, **_: Any) -> None:
         # (numgen, statistic, bpf_get_prandom_u32) stays random, as in a real cluster.
         random.seed(f"{parsed.seed}/{parsed.cell}/{source_pod}")
     # A real client program starts here, before the clock, so its start-up is never measured.
-    drivers = DriverSet(load.driver, environment.host or "", policy, ids=ConnectionIds())
+    drivers = DriverSet(
+        load.driver,
+        environment.host or "",
+        policy,
+        ids=ConnectionIds(),
+        protocol=load.protocol,
+        tls_ca=parsed.tls_ca,
+        endpoints=parsed.endpoints,
+    )
     start = time.monotonic()
     schedule = None
     if load.rate is not None:
@@ -262,9 +279,13 @@ class LoadUser(User):
             exchange.status,
             exchange.error,
             intended - process.start < process.load.warmup_s,
+            process.load.protocol,
+            exchange.stream_id,
+            exchange.connect_ms,
+            exchange.tls_ms,
         )
         self.environment.events.request.fire(
-            request_type="GET",
+            request_type="gRPC" if process.load.protocol == "grpc" else "GET",
             name=process.path,
             response_time=exchange.latency_ms,
             response_length=exchange.length,

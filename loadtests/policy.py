@@ -26,10 +26,15 @@ from typing import Any, Literal, get_args
 
 Pick = Literal["mru", "lru", "oldest", "random"]
 Scope = Literal["user", "source"]
+Lb = Literal["pick_first", "round_robin"]
 
 PICKS: tuple[str, ...] = get_args(Pick)
 """Which idle connection a request reuses: most recently used (Go, urllib3), least recently used (JDK,
 aiohttp), the oldest open one (OkHttp, httpcore), or a random one."""
+
+LBS: tuple[str, ...] = get_args(Lb)
+"""A gRPC channel's load-balancing policy: one connection to the first address that works, or one to every
+address of a headless Service with calls spread over them."""
 
 SCOPES: tuple[str, ...] = get_args(Scope)
 """``user``: one pool per Locust user; ``source``: one pool shared by every user of a source pod's process,
@@ -67,6 +72,11 @@ class PoolPolicy:
     max_requests_jitter: float = 0.0
     pick: Pick = "mru"
     scope: Scope = "user"
+    max_streams: int | None = None
+    """HTTP/2: concurrent streams per connection before another connection opens (the server's
+    SETTINGS_MAX_CONCURRENT_STREAMS caps it too). None = only the server's limit."""
+    lb: Lb = "pick_first"
+    """gRPC: the channel's load-balancing policy."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.keepalive, bool):
@@ -77,6 +87,10 @@ class PoolPolicy:
             _check_int("max-conns", self.max_connections, least=1)
         if self.max_requests is not None:
             _check_int("max-requests", self.max_requests, least=1)
+        if self.max_streams is not None:
+            _check_int("max-streams", self.max_streams, least=1)
+        if self.lb not in LBS:
+            raise PolicyError(f"unknown lb {self.lb!r}: choose one of {', '.join(LBS)}")
         for name, value in (("idle", self.idle_timeout), ("max-age", self.max_age)):
             if value is not None:
                 _check_duration(name, value)
@@ -109,6 +123,10 @@ class PoolPolicy:
             parts.append(f"pick={self.pick}")
         if self.scope != "user":
             parts.append(f"scope={self.scope}")
+        if self.max_streams is not None:
+            parts.append(f"max-streams={self.max_streams}")
+        if self.lb != "pick_first":
+            parts.append(f"lb={self.lb}")
         return ",".join(parts) or "keepalive"
 
     def __str__(self) -> str:
@@ -235,6 +253,14 @@ JDK = PoolPolicy(idle_timeout=1200.0, pick="lru", scope="source")
 newer JDKs), no idle cap; ``ConnectionPool.findConnection`` reuses ``removeFirst()`` of a list filled with
 ``add()`` (least recently used) (openjdk ``jdk/internal/net/http/ConnectionPool.java``)."""
 
+GRPC = PoolPolicy(scope="source")
+"""A gRPC channel as grpcio creates it: ``pick_first`` (gRPC's default load-balancing policy), one channel
+shared by the application; kept alive with no age limit (grpc/grpc ``doc/load-balancing.md``)."""
+
+GRPC_ROUND_ROBIN = PoolPolicy(scope="source", lb="round_robin")
+"""A gRPC channel with ``{"loadBalancingConfig": [{"round_robin": {}}]}``: a connection to every address the
+resolver returns (a headless Service's pods), calls spread over them in turn."""
+
 PRESETS: Mapping[str, PoolPolicy] = MappingProxyType(
     {
         "keepalive": KEEPALIVE,
@@ -246,6 +272,8 @@ PRESETS: Mapping[str, PoolPolicy] = MappingProxyType(
         "httpx": HTTPX,
         "aiohttp": AIOHTTP,
         "jdk": JDK,
+        "grpc": GRPC,
+        "grpc-rr": GRPC_ROUND_ROBIN,
     }
 )
 """Every preset by the name used in scenarios and on the command line."""
@@ -257,7 +285,8 @@ PRESETS: Mapping[str, PoolPolicy] = MappingProxyType(
 
 _KEYS = (
     "keepalive=on|off, max-idle=N, max-conns=N|none, idle=DURATION|none, max-age=DURATION[±J%], "
-    "max-requests=N[±J%], pick=mru|lru|oldest|random, scope=user|source"
+    "max-requests=N[±J%], pick=mru|lru|oldest|random, scope=user|source, max-streams=N (HTTP/2), "
+    "lb=pick_first|round_robin (gRPC)"
 )
 _ALIASES = {
     "max-connections": "max-conns",
@@ -345,6 +374,12 @@ def _parse_option(key: str, value: str, values: dict[str, Any]) -> None:
         if value not in PICKS:
             raise PolicyError(f"unknown pick {value!r}: choose one of {', '.join(PICKS)}")
         values["pick"] = value
+    elif key == "max-streams":
+        values["max_streams"] = None if value.lower() in _NONE else _parse_int(key, value)
+    elif key == "lb":
+        if value not in LBS:
+            raise PolicyError(f"unknown lb {value!r}: choose one of {', '.join(LBS)}")
+        values["lb"] = value
     elif key == "scope":
         if value not in SCOPES:
             raise PolicyError(f"unknown scope {value!r}: choose one of {', '.join(SCOPES)}")

@@ -43,6 +43,10 @@ class Record(NamedTuple):
     status: int
     error: str
     warmup: bool
+    protocol: str = "http1"
+    stream_id: int = 0
+    connect_ms: float = 0.0
+    tls_ms: float = 0.0
 
 
 if Record._fields != COLUMNS:  # pragma: no cover - a schema change must update Record too

@@ -29,6 +29,10 @@ DEFAULTS: dict[str, Any] = {
     "status": 200,
     "error": "",
     "warmup": False,
+    "protocol": "http1",
+    "stream_id": 0,
+    "connect_ms": 0.0,
+    "tls_ms": 0.0,
 }
 
 
