@@ -309,6 +309,7 @@ class H2Client:
 
     def _read(self, conn: _Connection) -> None:
         sock = conn.sock
+        frames = _GoawaySplitter()
         while not conn.closed:
             try:
                 data = sock.recv(_RECV)
@@ -317,12 +318,15 @@ class H2Client:
             if not data:
                 break
             with conn.lock:
+                data, goaways = frames.feed(data)
                 try:
-                    events = conn.h2.receive_data(data)
+                    events = conn.h2.receive_data(data) if data else []
                 except h2.exceptions.ProtocolError:
                     break
                 for event in events:
                     self._event(conn, event)
+                for last_stream in goaways:
+                    self._goaway(conn, last_stream)
                 try:
                     conn.send()
                 except OSError:
@@ -355,13 +359,14 @@ class H2Client:
                     _Refused() if refused else ConnectionResetError(f"stream reset {event.error_code}")
                 )
                 response.done.set()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            last = event.last_stream_id if event.last_stream_id is not None else 0
-            conn.goaway_last = last if conn.goaway_last is None else min(last, conn.goaway_last)
-            for stream_id in [s for s in conn.streams if s > conn.goaway_last]:
-                response = conn.streams.pop(stream_id)
-                response.error = _Refused()
-                response.done.set()
+
+    def _goaway(self, conn: _Connection, last_stream: int) -> None:
+        """The server will process streams up to ``last_stream`` only: the rest go elsewhere, unsent."""
+        conn.goaway_last = last_stream if conn.goaway_last is None else min(last_stream, conn.goaway_last)
+        for stream_id in [s for s in conn.streams if s > conn.goaway_last]:
+            response = conn.streams.pop(stream_id)
+            response.error = _Refused()
+            response.done.set()
 
     # results
 
@@ -391,6 +396,38 @@ class H2Client:
             timings[0],
             timings[1],
         )
+
+
+class _GoawaySplitter:
+    """Takes GOAWAY frames out of the bytes a server sends, passing every other frame on to h2.
+
+    h2 closes its whole state machine on a received GOAWAY and then rejects the responses to streams the
+    server still answers (the graceful GOAWAY of gRPC servers and of the echo's max age). The client reads
+    GOAWAY itself and h2 never sees it; a frame header is 9 bytes (RFC 9113 §4.1), GOAWAY is type 7.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> tuple[bytes, list[int]]:
+        """(bytes for h2, last stream ids of the GOAWAY frames found); keeps an incomplete frame for later."""
+        buffer = self._buffer
+        buffer += data
+        passed = bytearray()
+        goaways: list[int] = []
+        position = 0
+        while len(buffer) - position >= 9:
+            length = int.from_bytes(buffer[position : position + 3], "big")
+            end = position + 9 + length
+            if end > len(buffer):
+                break
+            if buffer[position + 3] == 0x7 and length >= 8:
+                goaways.append(int.from_bytes(buffer[position + 9 : position + 13], "big") & 0x7FFFFFFF)
+            else:
+                passed += buffer[position:end]
+            position = end
+        del buffer[:position]
+        return bytes(passed), goaways
 
 
 def _failed(kind: str, cause: BaseException | str, start: float, end: float, *, client_conn: int) -> Exchange:
