@@ -53,9 +53,10 @@ def test_h2_client_carries_concurrent_requests_on_one_connection(
     client = H2Client(_url(echo), parse_policy("keepalive"), next_id=itertools.count(1).__next__,
                       tls=_tls(certs) if tls else None)  # fmt: skip
     greenlets = [gevent.spawn(client.request, "/") for _ in range(12)]
-    gevent.joinall(greenlets, timeout=30)
+    gevent.joinall(greenlets, timeout=60)
     exchanges = [g.value for g in greenlets]
     client.close()
+    assert all(g.successful() for g in greenlets), [g.exception for g in greenlets]
     assert all(e.status == 200 and e.error == "" for e in exchanges)
     assert {e.server_conn for e in exchanges} == {1}
     assert sorted(e.stream_id for e in exchanges) == list(range(1, 24, 2))
@@ -108,14 +109,17 @@ def test_grpc_channel_carries_concurrent_calls_on_one_connection(echo: EchoProce
 def test_server_max_age_goaway_moves_grpc_to_new_connections_without_a_failed_call(
     certs: Certificates,
 ) -> None:
-    # four callers keep calls in flight while the server ends each connection at 300 ms
-    with _echo(certs, "--max-connection-age", "300ms") as echo:
+    # four callers keep calls in flight while the server ends each connection at 200 ms; they stop once
+    # three connections served them (bounded: at most 2,000 calls each)
+    with _echo(certs, "--max-connection-age", "200ms") as echo:
         client = GrpcClient(_url(echo), parse_policy("grpc"), ids=ConnectionIds())
         results: list = []
 
         def caller() -> None:
-            for _ in range(150):
+            for _ in range(2000):
                 results.append(client.request("/"))
+                if len({e.server_conn for e in results}) >= 3:
+                    return
 
         threads = [threading.Thread(target=caller) for _ in range(4)]
         for thread in threads:
@@ -124,12 +128,11 @@ def test_server_max_age_goaway_moves_grpc_to_new_connections_without_a_failed_ca
             thread.join(60)
         client.close()
         metrics = echo_metrics(echo)
-    assert len(results) == 600
     assert [e.error for e in results if e.error] == []
     connections = {e.server_conn for e in results}
-    assert len(connections) >= 2
+    assert len(connections) >= 3
     assert metrics["echo_goaways_total"] >= len(connections) - 1
-    assert metrics["echo_requests_total"] == 600
+    assert metrics["echo_requests_total"] == len(results)
 
 
 @pytest.mark.parametrize(("policy", "handshakes"), [("per-request", 15), ("keepalive", 1)])
