@@ -34,8 +34,12 @@ retry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
+import socket
 import struct
+import termios
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -162,7 +166,7 @@ class Http2Connection(asyncio.Protocol):
     # asyncio.Protocol
 
     def data_received(self, data: bytes) -> None:
-        if self._transport is None:
+        if self._transport is None or self._closing:
             return
         try:
             events = self._h2.receive_data(data)
@@ -395,6 +399,27 @@ class Http2Connection(asyncio.Protocol):
             self._send_goaway(self._highest_stream)
             self._flush()
         self._maybe_done()
+
+    def freeze(self) -> None:
+        """The pod is about to be killed: read and answer nothing more (unanswered is never counted)."""
+        self._closing = True
+        self._streams.clear()
+        for timer in self._timers:
+            timer.cancel()
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def unacknowledged(self) -> int:
+        """Bytes written but not yet acknowledged by the client (asyncio's buffer plus the kernel's)."""
+        transport = self._transport
+        if transport is None:
+            return 0
+        queued = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        return queued
 
     def abort(self) -> None:
         """Grace or shutdown deadline passed: drop the connection with whatever is still in flight."""

@@ -57,6 +57,10 @@ class Connection(Protocol):
 
     def abort(self) -> None: ...
 
+    def freeze(self) -> None: ...
+
+    def unacknowledged(self) -> int: ...
+
 
 class EchoState:
     """What all connections of one echo process share: identity, policies, live fault knobs, counters.
