@@ -121,6 +121,9 @@ class CellMeta(_Model):
     finished: datetime | None = None
     events: tuple[EventRecord, ...] = Field(default=(), exclude_if=lambda events: not events)
     """The scenario's changes under load, in the order they ran (empty without ``events:``)."""
+    complete: bool | None = Field(default=None, exclude_if=lambda complete: complete is None)
+    """False for a cell cut short (Ctrl-C, SIGTERM, an error): its records are kept, reported as partial.
+    None (not recorded, as in older runs) counts as complete."""
 
     @field_validator("target_pods", "source_pods")
     @classmethod

@@ -26,11 +26,13 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
+from analysis.errors import AnalysisError
 from analysis.events import event_lines
 from analysis.explain import CONNECTION_COLUMNS, connection_rows, explain_lines
 from analysis.loading import read_columns
 from analysis.manifest import load_run, run_path, write_json_atomically, write_text_atomically
 from analysis.metrics import SPECTRUM_PERCENTILES, CellMetrics, compute_run
+from analysis.records import RECORDS_DIR
 from analysis.summary import (
     MARKDOWN_FILE,
     POD_COLUMNS,
@@ -70,8 +72,14 @@ def write_report(run_dir: str | os.PathLike[str]) -> ReportFiles:
     """
     directory = run_path(run_dir)
     run = load_run(directory)
+    if run.cells and not (directory / RECORDS_DIR).is_dir():
+        raise AnalysisError(
+            f"{directory / RECORDS_DIR} is gone, so a report would show nothing of the {len(run.cells)} "
+            f"cell(s) run.json lists: restore it (the report files are left as they are)"
+        )
     cells = compute_run(run, read_columns(directory))
     summary = build_summary(run, cells)
+    _refuse_to_shrink(directory / SUMMARY_FILE, summary)
     page = render_html(summary, cells)
     return ReportFiles(
         summary_json=write_json_atomically(directory / SUMMARY_FILE, summary),
@@ -79,6 +87,30 @@ def write_report(run_dir: str | os.PathLike[str]) -> ReportFiles:
         report_html=write_text_atomically(directory / REPORT_FILE, page),
         summary=summary,
     )
+
+
+def _refuse_to_shrink(existing: Path, summary: Summary) -> None:
+    """AnalysisError if ``summary`` holds less than the summary.json it would replace (records lost since).
+
+    Re-rendering must never overwrite results with less than they hold; an unreadable summary.json holds
+    nothing and may be replaced."""
+    if not existing.is_file():
+        return
+    try:
+        old = load_summary(existing)
+    except AnalysisError:
+        return
+    new = {entry["cell"]: entry for entry in summary["cells"]}
+    for entry in old["cells"]:
+        had = (entry.get("requests") or 0) + (entry.get("warmup_excluded") or 0)
+        now = new.get(entry["cell"])
+        has = 0 if now is None else (now.get("requests") or 0) + (now.get("warmup_excluded") or 0)
+        if has < had:
+            raise AnalysisError(
+                f"{existing} counts {had} requests for cell {entry['cell']}, the records now hold {has}: "
+                "records were lost since, so nothing is overwritten; restore records/, or move "
+                f"{existing.name} away to render what is left"
+            )
 
 
 def run_summary(path: str | os.PathLike[str]) -> Summary:

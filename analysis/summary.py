@@ -184,7 +184,11 @@ def cell_labels(cells: Sequence[CellMetrics]) -> dict[str, str]:
 
 
 def cell_sentence(metrics: CellMetrics, label: str) -> str:
-    """The finding people read first, e.g. ``keepalive, nftables: 2 of 6 pods got 100 % of requests; …``."""
+    """The finding people read first, e.g. ``keepalive, nftables: 2 of 6 pods got 100 % of requests; …``.
+
+    A cell cut short says so first: ``keepalive, nftables (cut short, partial): …``."""
+    if metrics.meta.complete is False:
+        label = f"{label} (cut short, partial)"
     if metrics.requests == 0:
         return f"{label}: no requests measured."
     balance = metrics.balance
@@ -460,6 +464,7 @@ def _cell_entry(metrics: CellMetrics, label: str) -> dict[str, Any]:
         "open_loop": meta.open_loop,
         "concurrency": meta.concurrency,
         "sentence": cell_sentence(metrics, label),
+        "complete": meta.complete is not False,
         "requests": metrics.requests,
         "answered": metrics.answered,
         "ok": metrics.ok,

@@ -10,8 +10,11 @@ can cause (see ``balancebench.errors.user_error``) becomes one line on stderr wi
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import traceback
+from types import FrameType
 
 import typer
 
@@ -54,9 +57,37 @@ def _register_commands() -> None:
     app.add_typer(cluster.app, name="cluster")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered as a KeyboardInterrupt so that it is handled exactly like Ctrl-C: a run keeps the
+    cell in flight (marked incomplete) and reports it, clusters are taken down, nothing is left behind."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Only the first one interrupts: the teardown it starts must be able to finish. A Python handler (not
+    # SIG_IGN) so that programs started during the teardown get the default disposition back on exec.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    _terminated.set()
+    raise Terminated()
+
+
+_terminated = threading.Event()
+"""Set once SIGTERM arrived: typer reports every KeyboardInterrupt as exit code 130, this tells them apart."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and turn every expected failure into one line and an exit code."""
     _register_commands()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    _terminated.clear()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if in_main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="balancebench", standalone_mode=False)
     except typer.Exit as exc:
@@ -66,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"balancebench: {_one_line(exc.format_message())}{hint}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, typer.Abort):
-        print("balancebench: interrupted", file=sys.stderr)
-        return 130
+        result = 130
     except Exception as exc:
         # The one boundary: every failure a user can cause is one line; anything else is our bug.
         error = user_error(exc)
@@ -77,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"balancebench: {_one_line(str(error))}", file=sys.stderr)
         return error.exit_code
-    if result == 130:  # typer turns Ctrl-C into a quiet exit code 130
+    if result == 130:  # typer turns any KeyboardInterrupt into a quiet exit code 130
+        if _terminated.is_set():
+            print("balancebench: terminated (SIGTERM)", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("balancebench: interrupted", file=sys.stderr)
+        return 130
     return result if isinstance(result, int) else 0
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, Group
@@ -93,7 +94,7 @@ def run(
             live.update(display.render())
             result = event.result
             if event.phase == "done" and result is not None:
-                mark = "✓" if result.consistent else "✗"
+                mark = "✓" if result.consistent and result.answered else "✗"
                 live.console.print(f"  {mark} {result.summary()}", highlight=False)
                 if not result.consistent:
                     disagreements.append(
@@ -117,11 +118,28 @@ def run(
         point_latest(run_dir)
     typer.echo(render_text(written.summary), nl=False)
     console.print(f"report: {written.report_html}")
+    problems = []
     if disagreements:
-        raise RunError(
-            f"records and servers disagree in {len(disagreements)} cell(s): {'; '.join(disagreements)}; "
-            f"see the Locust logs under {run_dir / 'logs'}"
+        problems.append(
+            f"records and servers disagree in {len(disagreements)} cell(s): {'; '.join(disagreements)}"
         )
+    empty = _unmeasured_cells(written.summary)
+    if empty:
+        # A gate that passes on no data is worse than one that fails: an empty cell fails the run.
+        problems.append(f"{len(empty)} cell(s) measured no request: {'; '.join(empty)}")
+    if problems:
+        raise RunError(f"{'; and '.join(problems)}; see the Locust logs under {run_dir / 'logs'}")
+
+
+def _unmeasured_cells(summary: Mapping[str, Any]) -> list[str]:
+    """Cells without one measured request, each with what it did get (warm-up only, errors only …)."""
+    found = []
+    for entry in summary.get("cells", []):
+        if not entry.get("requests"):
+            warmup = entry.get("warmup_excluded") or 0
+            why = f"{warmup} requests, all in the warm-up" if warmup else "no record at all"
+            found.append(f"{entry.get('cell')} ({why})")
+    return found
 
 
 def _report_finished_cells(run_dir: Path, console: Console) -> None:
@@ -137,13 +155,21 @@ def _report_finished_cells(run_dir: Path, console: Console) -> None:
     except Exception as exc:  # the original failure is what the user must see; this is a bonus
         console.print(f"no report of the measured cells: {exc}", highlight=False)
         return
-    cut = [cell.cell for cell in cells if getattr(cell, "complete", True) is False]
+    cut = [cell.cell for cell in cells if cell.complete is False]
     finished = len(cells) - len(cut)
     console.print(
         f"report of the {finished} finished cell{'s' * (finished != 1)}"
         + (f" and the cut-short {', '.join(cut)}" if cut else "")
         + f": {written.report_html}",
         highlight=False,
+        soft_wrap=True,  # paths stay whole, whatever the terminal's width
+    )
+    console.print(
+        f"the partial run is kept in {run_dir}"
+        + (" (cut-short cells are marked incomplete)" if cut else "")
+        + f"; re-render it with 'balancebench report {run_dir}'",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
