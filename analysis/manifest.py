@@ -64,6 +64,13 @@ class HostInfo(_Model):
     cpus: int | None = Field(default=None, ge=1)
 
 
+class KernelRef(_Model):
+    """The kernel the cluster's nodes ran their networking on: ``host`` or ``uml``, and its release."""
+
+    name: str = Field(min_length=1)
+    release: str | None = None
+
+
 class LoadSpec(_Model):
     """How a cell's load was generated: closed loop (users with think time) or open loop (a rate).
 
@@ -107,6 +114,7 @@ class CellMeta(_Model):
     cell: str = Field(min_length=1)
     dataplane: str
     policy: str
+    kernel: KernelRef | None = None
     policy_spec: str | None = None
     driver: str | None = None
     path: str = "clusterip"

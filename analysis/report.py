@@ -194,6 +194,11 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
     spec = entry["policy_spec"]
     facts = [
         ("dataplane", entry["dataplane"]),
+        *(
+            [("node kernel", f"{kernel['name']} {kernel.get('release') or ''}".strip())]
+            if (kernel := entry.get("kernel"))
+            else []
+        ),
         ("policy", entry["policy"] + (f" ({spec})" if spec else "")),
         ("path", entry["path"]),
         (

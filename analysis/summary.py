@@ -22,6 +22,7 @@ field                      meaning
 =========================  ================================================================================
 cell                       cell id, as in run.json and the records' ``cell`` column
 dataplane, policy, path    as written in the scenario (``policy`` e.g. ``okhttp``, ``per-request``)
+kernel                     the nodes' kernel ``{name: host | uml, release}``, as in run.json (may be null)
 policy_spec, driver        the policy's settings and the client driver, as in run.json (may be null)
 repetition, load_model     repetition index; ``closed`` / ``open`` (run.json ``load.model``)
 open_loop, concurrency     open-loop load; connections a perfectly kept-alive client would use
@@ -456,6 +457,7 @@ def _cell_entry(metrics: CellMetrics, label: str) -> dict[str, Any]:
         "cell": meta.cell,
         "dataplane": meta.dataplane,
         "policy": meta.policy,
+        "kernel": meta.kernel.model_dump() if meta.kernel is not None else None,
         "policy_spec": meta.policy_spec,
         "driver": meta.driver,
         "path": meta.path,

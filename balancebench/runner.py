@@ -23,7 +23,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from analysis.errors import AnalysisError
-from analysis.manifest import RUN_FILE, CellMeta, HostInfo, LoadSpec, PodRef, Run, load_run, write_run
+from analysis.manifest import (
+    RUN_FILE,
+    CellMeta,
+    HostInfo,
+    KernelRef,
+    LoadSpec,
+    PodRef,
+    Run,
+    load_run,
+    write_run,
+)
 from balancebench.clusters import registry
 from balancebench.clusters.base import Cluster, ClusterSpec, ProviderOptions
 from balancebench.clusters.plan import Plan
@@ -113,6 +123,7 @@ def cluster_spec(scenario: Scenario, dataplane: str) -> ClusterSpec:
         targets=scenario.cluster.targets,
         sources=scenario.cluster.sources,
         dataplane=dataplane,
+        node_kernel=scenario.cluster.node_kernel,
         echo_args=scenario.echo.flags(),
         pod_echo_args=scenario.echo.pod_flags(),
     )
@@ -312,6 +323,7 @@ def cell_meta(
     return CellMeta(
         cell=cell.id,
         dataplane=cell.dataplane,
+        kernel=KernelRef(name=status.kernel.name, release=status.kernel.release) if status.kernel else None,
         policy=cell.policy_label,
         policy_spec=policy.spec(),
         driver=load.driver,

@@ -99,6 +99,8 @@ class ClusterConfig(_Strict):
     nodes: int = Field(2, ge=1, le=16)
     targets: int = Field(6, ge=1, le=64)
     sources: int = Field(2, ge=1, le=16)
+    node_kernel: Literal["auto", "host", "uml"] = "auto"
+    """The nodes' kernel: ``auto`` runs a dataplane the host kernel lacks (ipvs) on User-Mode Linux nodes."""
 
     @field_validator("provider")
     @classmethod

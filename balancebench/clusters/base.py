@@ -44,6 +44,11 @@ def dataplane_choices() -> str:
     return f"{', '.join(names)} or ipvs:SCHED (SCHED one of {', '.join(IPVS_SCHEDULERS)})"
 
 
+NODE_KERNELS: tuple[str, ...] = ("auto", "host", "uml")
+"""Whose kernel runs the nodes' networking: ``host`` (this machine's), ``uml`` (a User-Mode Linux kernel
+per node, for what the host lacks, such as IPVS), or ``auto`` (uml exactly when the dataplane needs it)."""
+
+
 PodRole = Literal["target", "source"]
 
 
@@ -66,6 +71,7 @@ class ClusterSpec:
     node_port: int = 30080
     echo_args: tuple[str, ...] = ()
     pod_echo_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    node_kernel: str = "auto"
 
     def __post_init__(self) -> None:
         check_cluster_name(self.name)
@@ -78,6 +84,10 @@ class ClusterSpec:
                 raise InvalidInput(f"--{what} must be at least {least}, got {value}")
         if not is_dataplane(self.dataplane):
             raise InvalidInput(f"unknown dataplane {self.dataplane!r}: choose {dataplane_choices()}")
+        if self.node_kernel not in NODE_KERNELS:
+            raise InvalidInput(
+                f"unknown node kernel {self.node_kernel!r}: choose one of {', '.join(NODE_KERNELS)}"
+            )
         if not 30000 <= self.node_port <= 32767:
             raise InvalidInput(f"node port {self.node_port} is outside 30000-32767, the NodePort range")
 
@@ -118,6 +128,14 @@ class Service:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NodeKernel:
+    """The kernel running the nodes' networking, as ``status`` reports it: ``{"name": "uml", …}``."""
+
+    name: str
+    release: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ClusterStatus:
     """What a cluster looks like right now; ``to_json`` is the ``cluster status --json`` contract."""
 
@@ -127,6 +145,7 @@ class ClusterStatus:
     nodes: tuple[str, ...]
     service: Service
     pods: tuple[Pod, ...]
+    kernel: NodeKernel | None = None
 
     def targets(self, *, ready_only: bool = True) -> list[Pod]:
         return [p for p in self.pods if p.role == "target" and (p.ready or not ready_only)]
@@ -157,6 +176,11 @@ class ClusterStatus:
                 {"name": p.name, "role": p.role, "node": p.node, "ip": p.ip, "ready": p.ready}
                 for p in self.pods
             ],
+            "kernel": (
+                {"name": self.kernel.name, "release": self.kernel.release}
+                if self.kernel is not None
+                else None
+            ),
         }
 
 

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from balancebench.clusters import registry
-from balancebench.clusters.base import DATAPLANES, ClusterSpec, ClusterStatus
+from balancebench.clusters.base import DATAPLANES, IPVS_SCHEDULERS, ClusterSpec, ClusterStatus
 from balancebench.errors import InvalidInput
 from balancebench.names import check_cluster_name
 
@@ -56,8 +56,19 @@ def up(
     targets: Annotated[int, typer.Option(help="Echo pods behind the Service, spread over the nodes.")] = 6,
     sources: Annotated[int, typer.Option(help="Source pods to run clients in, spread over the nodes.")] = 2,
     dataplane: Annotated[
-        str, typer.Option(help=f"Service load balancing: {', '.join(DATAPLANES)}.")
+        str,
+        typer.Option(
+            help=f"Service load balancing: {', '.join(DATAPLANES)}; ipvs:SCHED picks an IPVS scheduler "
+            f"({', '.join(IPVS_SCHEDULERS)})."
+        ),
     ] = "nftables",
+    node_kernel: Annotated[
+        str,
+        typer.Option(
+            help="Kernel of the nodes' networking: host, uml (User-Mode Linux per node), or auto "
+            "(uml when the dataplane needs what the host kernel lacks, such as IPVS)."
+        ),
+    ] = "auto",
     echo_arg: Annotated[
         list[str] | None,
         typer.Option(help="Extra flag for every echo pod, repeatable (e.g. --echo-arg=--latency=5ms)."),
@@ -72,6 +83,7 @@ def up(
         sources=sources,
         dataplane=dataplane,
         echo_args=tuple(echo_arg or ()),
+        node_kernel=node_kernel,
     )
     started = time.monotonic()
     cluster = registry.resolve(provider).up(spec, detach=True)
@@ -81,6 +93,7 @@ def up(
         f"cluster {name} is up in {time.monotonic() - started:.1f}s: "
         f"{_count(len(status.nodes), 'node')}, {_count(len(status.targets()), 'echo pod')}, "
         f"{_count(len(status.sources()), 'source pod')}, dataplane {status.dataplane}"
+        + (f", {status.kernel.name} node kernel {status.kernel.release}" if status.kernel else "")
     )
     typer.echo(f"service echo: http://{service.cluster_ip}:{service.port}/ (NodePort {service.node_port})")
     source = status.sources()[0].name
@@ -107,7 +120,8 @@ def _print_status(status: ClusterStatus) -> None:
 
     service = status.service
     table = Table(
-        title=f"cluster {status.name} ({status.provider}, dataplane {status.dataplane})",
+        title=f"cluster {status.name} ({status.provider}, dataplane {status.dataplane}"
+        + (f", {status.kernel.name} kernel {status.kernel.release})" if status.kernel else ")"),
         caption=f"service echo {service.cluster_ip}:{service.port} → :{service.target_port}, "
         f"NodePort {service.node_port}",
     )

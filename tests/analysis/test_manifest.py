@@ -26,6 +26,7 @@ SEED_RUN: dict[str, Any] = {
             "cell": "nftables/okhttp",
             "dataplane": "nftables",
             "policy": "okhttp",
+            "kernel": {"name": "host", "release": "6.18.44"},
             "policy_spec": "max-idle=5,idle=5m",
             "driver": "policy",
             "path": "clusterip",

@@ -158,7 +158,8 @@ class Traces:
         left += [f"BPF program {prog}" for prog in self.bpf_programs if _bpf_exists("prog", prog)]
         left += [f"BPF map {map_id}" for map_id in self.bpf_maps if _bpf_exists("map", map_id)]
         links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-        left += [f"host link {word}" for word in links.split() if word.startswith(("bb-nodes", "bbn", "bbp"))]
+        prefixes = ("bb-nodes", "bbn", "bbp", "bbt")  # bridges, veths, UML nodes' TAPs and pod bridges
+        left += [f"host link {word}" for word in links.split() if word.startswith(prefixes)]
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
         if "kube-proxy" in tables:
             left.append("a kube-proxy table in the host's nftables")

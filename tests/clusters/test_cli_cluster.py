@@ -102,7 +102,18 @@ BAD_INPUT = [
     (["scale", "{running}", "--targets", "-1"], "must be 0 or more"),
     (["set-ready", "{running}", "source-0", "--not-ready"], "only echo pods have a readiness probe"),
     (["status", FRESH], f"no cluster named '{FRESH}'"),
-    (["up", "--name", FRESH, "--dataplane", "ipvs"], "which this kernel lacks"),
+    (["up", "--name", FRESH, "--dataplane", "ipvs", "--node-kernel", "host"], "which this kernel lacks"),
+    (
+        ["up", "--name", FRESH, "--dataplane", "ipvs:fast"],
+        "unknown IPVS scheduler 'fast' in 'ipvs:fast': "
+        "choose one of rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq, mh",
+    ),
+    (["up", "--name", FRESH, "--dataplane", "nftables:rr"], "dataplane nftables takes no option"),
+    (
+        ["up", "--name", FRESH, "--dataplane", "nftables", "--node-kernel", "uml"],
+        "does not run on uml node kernels",
+    ),
+    (["up", "--name", FRESH, "--node-kernel", "vm"], "unknown node kernel 'vm'"),
     (
         ["up", "--name", FRESH, "--echo-arg=--no-such-flag"],
         "rejected its arguments: echo: unrecognized arguments: --no-such-flag",

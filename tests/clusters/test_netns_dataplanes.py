@@ -53,6 +53,22 @@ def test_status_lists_pods_spread_over_nodes(cluster: NetnsCluster) -> None:
     }
 
 
+def test_every_nodes_rr_starts_at_the_same_pod(cluster: NetnsCluster) -> None:
+    """kube-proxy adds endpoints sorted, so every node's IPVS rr walks them in the same order
+    (kubernetes#121591): clients on different nodes hit the same pods in the same sequence."""
+    if cluster.status().dataplane != "ipvs":
+        pytest.skip("a round-robin order exists only for ipvs (rr); the others pick at random")
+    sequences = []
+    for source in ("source-0", "source-1"):  # one on each node
+        client = PodClient(cluster, source)
+        try:
+            sequences.append([answer.split()[0] for answer in client.run("new", 6)])
+        finally:
+            client.close()
+    assert sorted(sequences[0]) == [f"echo-{i}" for i in range(6)]
+    assert sequences[0] == sequences[1]
+
+
 def test_new_connections_reach_every_pod_uniformly(cluster: NetnsCluster) -> None:
     client = PodClient(cluster, "source-0")
     try:
@@ -61,6 +77,8 @@ def test_new_connections_reach_every_pod_uniformly(cluster: NetnsCluster) -> Non
         client.close()
     targets = [p.name for p in cluster.status().targets()]
     assert set(counts) == set(targets), counts
+    if cluster.status().dataplane == "ipvs":  # rr on the source's node: exactly even
+        assert set(counts.values()) == {NEW_CONNECTIONS // len(targets)}, counts
     result = chisquare([counts[name] for name in targets])
     assert result.pvalue > P_VALUE, f"{dict(counts)} is not uniform (p = {result.pvalue:.2g})"
 
@@ -86,6 +104,13 @@ def test_node_port_balances_connections_from_pods(cluster: NetnsCluster, node: i
         client.close()
     assert "error" not in counts, counts
     assert len(counts) > 1, f"NodePort connections all went to {counts}"
+
+
+def _ipvs_service(listing: str, address: str) -> str:
+    """One virtual server's block of ``ipvsadm -Ln`` output: its line and its real servers' lines."""
+    blocks = [block for block in re.split(r"\n(?=TCP )", listing) if block.startswith(f"TCP  {address} ")]
+    assert len(blocks) == 1, listing
+    return blocks[0]
 
 
 def _node_rules(cluster: NetnsCluster, node: str, argv: list[str]) -> str:
@@ -145,9 +170,49 @@ def test_rules_have_kube_proxys_shape(cluster: NetnsCluster, node: str) -> None:
         assert re.search(r"inet4_connect\s+bb_connect4", attached.stdout), attached
     else:
         rules = _node_rules(cluster, node, ["ipvsadm", "-Ln"])
-        assert "TCP  10.96.0.10:80 rr" in rules
-        for ip in ips:
-            assert f"{ip}:8080" in rules
+        node_ip = addressing.node_ip(int(node.split("-")[1]))
+        for address in ("10.96.0.10:80", f"{node_ip}:30080"):
+            service = _ipvs_service(rules, address)
+            assert service.startswith(f"TCP  {address} rr"), rules
+            reals = re.findall(r"-> ([\d.]+):8080\s+Masq\s+(\d+)", service)
+            assert sorted(ip for ip, _ in reals) == ips and {w for _, w in reals} == {"1"}, service
+        kernel = status.kernel
+        assert kernel is not None
+        save = "iptables-legacy-save" if kernel.name == "uml" else "iptables-save"
+        nat = _node_rules(cluster, node, [save, "-t", "nat"])
+        assert '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES' in nat
+        assert re.search(
+            r"-A KUBE-SERVICES ! -s 10\.244\.0\.0/16 -d 10\.96\.0\.10/32 .*--dport 80 -j KUBE-MARK-MASQ", nat
+        )
+        assert "-A KUBE-NODE-PORT -p tcp -m tcp --dport 30080 -j KUBE-MARK-MASQ" in nat
+        assert "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000" in nat
+        assert "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN" in nat
+        assert "-j MASQUERADE --random-fully" in nat
+        links = _node_rules(cluster, node, ["ip", "-o", "addr", "show", "dev", "kube-ipvs0"])
+        assert "inet 10.96.0.10/32" in links
+
+
+def test_removed_endpoint_drains_before_it_goes(cluster: NetnsCluster) -> None:
+    """kube-proxy's graceful termination: an unready pod's real server keeps weight 0 while its node
+    still has connections to it; the established connection carries on, new ones go elsewhere."""
+    if cluster.status().dataplane != "ipvs":
+        pytest.skip("graceful termination with weights is ipvs's; the others keep conntrack entries")
+    pinned = PodClient(cluster, "source-1")
+    spread = PodClient(cluster, "source-0")
+    try:
+        home = pinned.run("keep", 1)[0].split()[0]
+        ip = cluster.status().pod(home).ip
+        cluster.set_ready(home, False)
+        service = _ipvs_service(_node_rules(cluster, "node-1", ["ipvsadm", "-Ln"]), "10.96.0.10:80")
+        assert re.search(rf"-> {re.escape(ip)}:8080\s+Masq\s+0\s+1\s", service), service  # weight 0, 1 active
+        assert {answer.split()[0] for answer in pinned.run("keep", 5)} == {home}
+        assert home not in spread.pods("new", 50)
+        cluster.set_ready(home, True)
+        service = _ipvs_service(_node_rules(cluster, "node-1", ["ipvsadm", "-Ln"]), "10.96.0.10:80")
+        assert re.search(rf"-> {re.escape(ip)}:8080\s+Masq\s+1\s", service), service
+    finally:
+        pinned.close()
+        spread.close()
 
 
 def test_endpoint_changes_reach_new_connections_only(cluster: NetnsCluster) -> None:

@@ -6,14 +6,38 @@ chains here carry the names kube-proxy would give them.
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import pytest
 
 from balancebench.clusters.base import Service
 from balancebench.clusters.netns import addressing
 from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, Node, iptables, ipvs, nftables
 
+
+@dataclass
+class RecordingShell:
+    """A node shell that records what a dataplane runs and answers ``ipvsadm -Ln`` from a script (kind's
+    FakeCmder): the rule plans are checked without a kernel."""
+
+    kernel: str = "uml"
+    iptables_restore: tuple[str, ...] = ("iptables-legacy-restore", "--noflush")
+    listing: str = ""
+    commands: list[tuple[list[str], str | None]] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], *, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        self.commands.append((list(argv), input))
+        out = self.listing if list(argv) == ["ipvsadm", "-Ln"] else ""
+        return subprocess.CompletedProcess(list(argv), 0, out, "")
+
+    def batches(self) -> list[str]:
+        return [text or "" for argv, text in self.commands if argv == ["ipvsadm", "-R"]]
+
+
 CONTEXT = DataplaneContext(
-    nodes=(Node(name="node-0", netns="/run/netns/node-0", ip="172.18.0.2"),),
+    nodes=(Node(name="node-0", ip="172.18.0.2", shell=RecordingShell()),),
     service=Service(cluster_ip="10.96.0.10", port=80, node_port=30080, target_port=8080),
     pod_cidr="10.244.0.0/16",
     service_cidr="10.96.0.0/16",
@@ -108,23 +132,84 @@ def test_node_addresses(index: int, ip: str, cidr: str) -> None:
     assert (addressing.node_ip(index), addressing.node_pod_cidr(index)) == (ip, cidr)
 
 
-def test_ipvs_sync_adds_new_real_servers_and_deletes_gone_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No IPVS in this kernel: check the ipvsadm batches the dataplane would run, in every node."""
-    batches: list[tuple[list[str], str | None]] = []
-    monkeypatch.setattr(ipvs, "run", lambda argv, input=None: batches.append((list(argv), input)))
-    dataplane = ipvs.IpvsDataplane(CONTEXT)
+def _ipvs(scheduler: str = "rr", nodes: int = 1) -> tuple[ipvs.IpvsDataplane, list[RecordingShell]]:
+    shells = [RecordingShell() for _ in range(nodes)]
+    context = DataplaneContext(
+        nodes=tuple(Node(name=f"node-{i}", ip=f"172.18.0.{2 + i}", shell=sh) for i, sh in enumerate(shells)),
+        service=CONTEXT.service,
+        pod_cidr=CONTEXT.pod_cidr,
+        service_cidr=CONTEXT.service_cidr,
+    )
+    return ipvs.IpvsDataplane(context, scheduler), shells
+
+
+def _listing(rows: dict[str, tuple[int, int, int]]) -> str:
+    """``ipvsadm -Ln`` text for the ClusterIP service: real server → (weight, active, inactive)."""
+    lines = ["IP Virtual Server version 1.2.1 (size=4096)", "TCP  10.96.0.10:80 rr"]
+    lines += [f"  -> {rs:<28}Masq    {w:<6} {a:<10} {i}" for rs, (w, a, i) in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("scheduler", "flags"), [("rr", ""), ("lc", ""), ("mh", " -b mh-port")])
+def test_ipvs_setup_is_kube_proxys_shape_on_the_nodes_backend(scheduler: str, flags: str) -> None:
+    dataplane, (shell,) = _ipvs(scheduler)
     dataplane.setup()
-    assert any("kube-ipvs0 type dummy" in (text or "") for _, text in batches)
-    assert ("-A -t 10.96.0.10:80 -s rr\n-A -t 172.18.0.2:30080 -s rr\n") in [text for _, text in batches]
-    batches.clear()
-    dataplane.sync(ENDPOINTS[:2])
-    dataplane.sync(ENDPOINTS[1:3])
-    first, second = (text or "" for argv, text in batches if argv[-2:] == ["ipvsadm", "-R"])
-    assert "-a -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 1" in first
-    assert "-a -t 172.18.0.2:30080 -r 10.244.1.2:8080 -m -w 1" in first
-    assert second.splitlines() == [
-        "-d -t 10.96.0.10:80 -r 10.244.0.2:8080",
-        "-a -t 10.96.0.10:80 -r 10.244.0.3:8080 -m -w 1",
-        "-d -t 172.18.0.2:30080 -r 10.244.0.2:8080",
-        "-a -t 172.18.0.2:30080 -r 10.244.0.3:8080 -m -w 1",
+    texts = [text or "" for _, text in shell.commands]
+    assert any("link add kube-ipvs0 type dummy" in text for text in texts)
+    assert ["sysctl", "-qw", *ipvs.SYSCTLS] in [argv for argv, _ in shell.commands]
+    (restore,) = [text for argv, text in shell.commands if argv[0] == "iptables-legacy-restore"]
+    assert restore is not None and restore.endswith("COMMIT\n")  # the legacy parser needs the last newline
+    assert "-w" not in next(argv for argv, _ in shell.commands if argv[0] == "iptables-legacy-restore")
+    assert shell.batches() == [
+        f"-A -t 10.96.0.10:80 -s {scheduler}{flags}\n-A -t 172.18.0.2:30080 -s {scheduler}{flags}\n"
     ]
+
+
+def test_ipvs_adds_endpoints_sorted_on_every_node_so_every_rr_starts_alike() -> None:
+    dataplane, shells = _ipvs(nodes=2)
+    dataplane.sync(list(reversed(ENDPOINTS)))
+    added = [
+        [line.split()[-4] for line in sh.batches()[0].splitlines() if "10.96.0.10:80" in line]
+        for sh in shells
+    ]
+    assert added[0] == added[1] == sorted(f"{ep.ip}:8080" for ep in ENDPOINTS)
+
+
+def test_ipvs_removed_endpoint_drains_at_weight_zero_then_is_deleted() -> None:
+    dataplane, (shell,) = _ipvs()
+    dataplane.sync(ENDPOINTS[:2])  # 10.244.0.2 and 10.244.1.2
+    # 10.244.0.2 still has a connection on the ClusterIP service, none on the NodePort one
+    shell.listing = _listing({"10.244.0.2:8080": (1, 1, 0), "10.244.1.2:8080": (1, 0, 0)})
+    dataplane.sync(ENDPOINTS[1:2])
+    assert shell.batches()[-1].splitlines() == [
+        "-d -t 172.18.0.2:30080 -r 10.244.0.2:8080",
+        "-e -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 0",
+    ]
+    shell.listing = _listing({"10.244.0.2:8080": (0, 0, 1), "10.244.1.2:8080": (1, 0, 0)})
+    dataplane.tick()
+    assert len(shell.batches()) == 2  # still an inactive connection (TIME_WAIT): it stays
+    dataplane._checked = 0.0
+    shell.listing = _listing({"10.244.0.2:8080": (0, 0, 0), "10.244.1.2:8080": (1, 0, 0)})
+    dataplane.tick()
+    assert shell.batches()[-1] == "-d -t 10.96.0.10:80 -r 10.244.0.2:8080\n"
+
+
+def test_ipvs_endpoint_back_while_terminating_is_added_afresh() -> None:
+    dataplane, (shell,) = _ipvs()
+    dataplane.sync(ENDPOINTS[:2])
+    shell.listing = _listing({"10.244.0.2:8080": (1, 2, 0)})
+    dataplane.sync(ENDPOINTS[1:2])
+    dataplane.sync(ENDPOINTS[:2])
+    assert shell.batches()[-1].splitlines() == [
+        "-d -t 10.96.0.10:80 -r 10.244.0.2:8080",
+        "-a -t 10.96.0.10:80 -r 10.244.0.2:8080 -m -w 1",
+        "-a -t 172.18.0.2:30080 -r 10.244.0.2:8080 -m -w 1",
+    ]
+
+
+def test_ipvs_connection_counts_read_ipvsadm_listing() -> None:
+    listing = _listing({"10.244.0.2:8080": (0, 3, 4), "10.244.1.2:8080": (1, 0, 0)})
+    assert ipvs.connection_counts(listing) == {
+        ("10.96.0.10:80", "10.244.0.2:8080"): 7,
+        ("10.96.0.10:80", "10.244.1.2:8080"): 0,
+    }

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from balancebench.clusters.base import ClusterSpec, ClusterStatus, Pod, Service
+from balancebench.clusters.base import ClusterSpec, ClusterStatus, NodeKernel, Pod, Service
 from balancebench.errors import BalancebenchError, ClusterError, InvalidInput, MissingFeature
 
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -94,6 +94,7 @@ def spec_to_json(spec: ClusterSpec) -> dict[str, Any]:
         "node_port": spec.node_port,
         "echo_args": list(spec.echo_args),
         "pod_echo_args": {pod: list(args) for pod, args in spec.pod_echo_args.items()},
+        "node_kernel": spec.node_kernel,
     }
 
 
@@ -110,6 +111,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ClusterSpec:
         node_port=data["node_port"],
         echo_args=tuple(data["echo_args"]),
         pod_echo_args={pod: tuple(args) for pod, args in data["pod_echo_args"].items()},
+        node_kernel=data.get("node_kernel", "auto"),
     )
 
 
@@ -131,4 +133,5 @@ def status_from_json(data: Mapping[str, Any]) -> ClusterStatus:
             Pod(name=p["name"], role=p["role"], node=p["node"], ip=p["ip"], ready=p["ready"])
             for p in data["pods"]
         ),
+        kernel=NodeKernel(**data["kernel"]) if data.get("kernel") else None,
     )

@@ -6,6 +6,10 @@ the sandbox this joins the pod's cgroup (where the ebpf dataplane's connect4 pro
 back to the caller's working directory, and execs ``nsenter --net=<pod netns> -- ARGV`` — so the program
 runs in the pod's network with stdin, stdout, stderr and exit code passed straight through.
 
+For a User-Mode Linux node (``--agent IP:PORT`` instead of ``--netns``) the command runs inside the node's
+kernel through its agent: no stdin, its output and exit code relayed once it ends (``cluster exec node-0
+-- ipvsadm -Ln``).
+
 The program gets SIGTERM when the host-side ``nsenter`` that started it dies (PR_SET_PDEATHSIG survives
 the execs), so killing the process ``exec`` returned — or its caller dying — ends the program too,
 instead of leaving it running in the pod until the cluster goes down.
@@ -26,7 +30,8 @@ PR_SET_PDEATHSIG = 1
 def main(argv: Sequence[str] | None = None) -> int:
     parent = os.getppid()
     parser = argparse.ArgumentParser(prog="balancebench.clusters.netns.podexec")
-    parser.add_argument("--netns", required=True)
+    parser.add_argument("--netns")
+    parser.add_argument("--agent", help="IP:PORT of a UML node's agent")
     parser.add_argument("--cgroup")
     parser.add_argument("--cwd")
     parser.add_argument("command", nargs=argparse.REMAINDER)
@@ -34,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command after --")
+    if args.agent:
+        return _relay(args.agent, command)
+    if not args.netns:
+        parser.error("give --netns or --agent")
     _die_with_parent(parent)
     if args.cgroup:
         with open(os.path.join(args.cgroup, "cgroup.procs"), "w") as procs:
@@ -45,6 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.chdir("/")  # e.g. a directory under /run, which the sandbox has its own tmpfs on
     os.execvp("nsenter", ["nsenter", f"--net={args.netns}", "--", *command])
     return 127  # not reached: execvp only returns by raising
+
+
+def _relay(agent: str, command: Sequence[str]) -> int:
+    from balancebench.clusters.netns.kernels.uml_agent import call
+
+    try:
+        reply = call(agent, {"argv": list(command), "input": None})
+    except (OSError, ValueError) as exc:
+        print(f"the node's agent at {agent} does not answer: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(reply["stdout"])
+    sys.stderr.write(reply["stderr"])
+    return int(reply["rc"])
 
 
 def _die_with_parent(parent: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from typing import Any, Self
 
 from balancebench import limits
 from balancebench.clusters.base import ClusterSpec, ClusterStatus
-from balancebench.clusters.netns import addressing, control, dataplanes, runtime
+from balancebench.clusters.netns import addressing, control, kernels, runtime
 from balancebench.errors import ClusterError, InvalidInput, MissingFeature
 from balancebench.names import check_cluster_name
 from balancebench.shell import run
@@ -81,6 +82,9 @@ class NetnsCluster:
         if os.geteuid() != 0:
             command += ["--user", "--preserve-credentials"]
         command += ["--mount", "--net", "--pid", "--", sys.executable, "-m", PODEXEC_MODULE]
+        if info.get("agent"):  # a UML node: the command runs inside its kernel, through the node's agent
+            command += ["--agent", info["agent"], "--", *argv]
+            return command, {**os.environ, **(env or {}), **info["env"], runtime.LABEL: self.name}
         command += ["--netns", info["netns"], "--cwd", _cwd()]
         if info["cgroup"]:
             command += ["--cgroup", info["cgroup"]]
@@ -224,10 +228,12 @@ class NetnsProvider:
 
     def check(self, spec: ClusterSpec) -> None:
         check_spec(spec)
-        check_machine(spec.dataplane)
+        check_machine(spec.dataplane, spec.node_kernel)
 
     def up(self, spec: ClusterSpec, *, detach: bool = False) -> NetnsCluster:
-        self.check(spec)
+        check_spec(spec)
+        # The sandbox gets the resolved kernel, so what `auto` chose is decided once, here.
+        spec = dataclasses.replace(spec, node_kernel=check_machine(spec.dataplane, spec.node_kernel))
         runtime.collect_garbage()
         lock = runtime.claim(spec.name)
         listener: socket.socket | None = None
@@ -379,10 +385,12 @@ def check_spec(spec: ClusterSpec) -> None:
     limits.check_pods(targets=spec.targets)
 
 
-def check_machine(dataplane: str) -> None:
-    """MissingFeature (one line, with the way out) if this machine cannot build a netns cluster."""
+def check_machine(dataplane: str, node_kernel: str = "auto") -> str:
+    """The node kernel a netns cluster of ``dataplane`` runs on here (``host`` or ``uml``).
+
+    Raises MissingFeature (one line, with the way out) if this machine cannot build that cluster."""
     check_tools()
-    dataplanes.check(dataplane)
+    return kernels.resolve(node_kernel, dataplane)
 
 
 def check_tools() -> None:

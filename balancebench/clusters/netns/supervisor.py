@@ -5,9 +5,11 @@ balancebench.clusters.netns.supervisor --name N --spec JSON --socket-fd S --life
 namespace, process, link and rule it creates lives in the sandbox and dies with it. It
 
 * mounts a tmpfs on /run (``ip netns`` names, pod logs, a private bpffs: all gone with the sandbox),
-* wires nodes and pods (:mod:`network`), starts the echo pods and waits until each answers ``/readyz``,
+* builds the nodes on their kernel (:mod:`kernels`: host namespaces, or one User-Mode Linux kernel per
+  node), wires the pods to them, starts the echo pods and waits until each answers ``/readyz``,
 * programs the Service with the chosen dataplane from the ready endpoints, then probes readiness every
-  0.5 s like a kubelet (3 failures make a pod unready) and resyncs on every change like kube-proxy,
+  0.5 s like a kubelet (3 failures make a pod unready) and resyncs on every change like kube-proxy
+  (ticking the dataplane in between: IPVS deletes drained real servers then),
 * serves the control protocol (:mod:`control`) on the socket its owner created,
 * tears down on ``down``, SIGTERM, or — until it is told to detach — EOF on its owner's lifeline pipe.
 
@@ -29,18 +31,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from balancebench.clusters.base import ClusterSpec, ClusterStatus, Pod, PodRole, Service
-from balancebench.clusters.netns import addressing, control, network
+from balancebench.clusters.netns import addressing, control, kernels, network
 from balancebench.clusters.netns.dataplanes import (
     Dataplane,
     DataplaneContext,
     Endpoint,
-    Node,
     create,
     needs_cgroups,
 )
@@ -112,6 +113,10 @@ class Supervisor:
             target_port=spec.target_port,
         )
         self.cgroup = cluster_cgroup(spec.name) if needs_cgroups(spec.dataplane) else None
+        kernel = spec.node_kernel if spec.node_kernel != "auto" else kernels.resolve("auto", spec.dataplane)
+        self.nodes = kernels.create(
+            kernel, nodes=spec.nodes, dataplane=spec.dataplane, cluster=spec.name, log_dir=LOG_DIR
+        )
         self.dataplane: Dataplane | None = None
         self.endpoints: tuple[Endpoint, ...] = ()
         self._serials: dict[PodRole, int] = {"target": 0, "source": 0}
@@ -187,6 +192,7 @@ class Supervisor:
 
     def _reap(self) -> None:
         by_pid = {p.process.pid: p.process for p in self.pods.values() if p.process is not None}
+        by_pid |= {process.pid: process for process in self.nodes.processes()}
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -208,9 +214,10 @@ class Supervisor:
                 break
         # Abort every connection the dead processes left: with the links about to vanish, their FINs would
         # otherwise be retransmitted for minutes, keeping namespaces and cgroups alive in the kernel.
-        for name in [*self.pods, *self.node_names]:
+        for name in self.pods:
             with contextlib.suppress(ClusterError):
                 run(_in(name, ["ss", "-K", "-t", "-a"]), check=False)
+        self.nodes.before_teardown()
         if self.cgroup is not None:
             try:
                 remove_cgroup_tree(self.cgroup)
@@ -234,19 +241,19 @@ class Supervisor:
             self._plan("source", node=addressing.round_robin_node(i, spec.nodes)) for i in range(spec.sources)
         ]
         pods = targets + sources
-        run(
-            ["ip", "-batch", "-"], input=network.sandbox_script(nodes=spec.nodes, pods=[p.link for p in pods])
-        )
-        for index in range(spec.nodes):
-            on_node = [p.link for p in pods if p.node == index]
-            script = network.node_script(index=index, nodes=spec.nodes, pods=on_node)
-            run(["ip", "-n", addressing.node_name(index), "-batch", "-"], input=script)
-            run(_in(addressing.node_name(index), ["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
-        run(["ip", "-batch", "-"], input=network.sandbox_routes_script(spec.nodes))
+        self.nodes.build([p.link for p in pods])
         self._wire_pods(pods)
-        log.info("wired %d nodes and %d pods in %.0f ms", spec.nodes, len(pods), _ms_since(started))
+        log.info(
+            "wired %d %s nodes and %d pods in %.0f ms",
+            spec.nodes,
+            self.nodes.kernel,
+            len(pods),
+            _ms_since(started),
+        )
         for pod in targets:
             self._start(pod)
+        await self._until_stopped(self.nodes.wait_ready(time.monotonic() + START_TIMEOUT))
+        log.info("%s nodes ready at %.0f ms", self.nodes.info().name, _ms_since(started))
         self.dataplane = create(spec.dataplane, self._dataplane_context())
         self.dataplane.setup()
         log.info("dataplane %s set up at %.0f ms", spec.dataplane, _ms_since(started))
@@ -254,13 +261,20 @@ class Supervisor:
         log.info("%d echo pods ready at %.0f ms", len(targets), _ms_since(started))
         self._sync()
 
+    async def _until_stopped(self, step: Coroutine[Any, Any, None]) -> None:
+        """Await a start-up step, unless the owner asks to stop first (Ctrl-C during ``up``)."""
+        task = asyncio.ensure_future(step)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            raise ClusterError("start-up interrupted")
+        task.result()
+
     def _dataplane_context(self) -> DataplaneContext:
-        nodes = tuple(
-            Node(name=name, netns=network.netns_path(name), ip=addressing.node_ip(i))
-            for i, name in enumerate(self.node_names)
-        )
         return DataplaneContext(
-            nodes=nodes,
+            nodes=self.nodes.dataplane_nodes(),
             service=self.service,
             pod_cidr=addressing.POD_CIDR,
             service_cidr=addressing.SERVICE_CIDR,
@@ -298,12 +312,7 @@ class Supervisor:
 
     def _add_pods(self, pods: Sequence[PodState]) -> None:
         """Wire pods into a running cluster (scale-up)."""
-        run(["ip", "-batch", "-"], input=network.sandbox_script(nodes=None, pods=[p.link for p in pods]))
-        for index in sorted({p.node for p in pods}):
-            script = network.node_script(
-                index=None, nodes=self.spec.nodes, pods=[p.link for p in pods if p.node == index]
-            )
-            run(["ip", "-n", addressing.node_name(index), "-batch", "-"], input=script)
+        self.nodes.add_pods([p.link for p in pods])
         self._wire_pods(pods)
 
     def pod_env(self, pod: PodState) -> dict[str, str]:
@@ -381,6 +390,9 @@ class Supervisor:
     async def _probe_loop(self) -> None:
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
+            if self.dataplane is not None:
+                async with self._lock:
+                    self.dataplane.tick()
             targets = [p for p in self.pods.values() if p.role == "target" and not p.removing]
             answers = await asyncio.gather(*(self._probe(p) for p in targets))
             async with self._lock:
@@ -446,6 +458,7 @@ class Supervisor:
                 for p in pods
                 if not p.removing
             ),
+            kernel=self.nodes.info(),
         )
 
     async def scale(self, targets: int) -> ClusterStatus:
@@ -587,8 +600,7 @@ class Supervisor:
         # retransmitting into a vanished pod for minutes (keeping their namespaces alive in the kernel).
         with contextlib.suppress(ClusterError):
             run(_in(pod.name, ["ss", "-K", "-t", "-a"]), check=False)
-        with contextlib.suppress(ClusterError):
-            run(["ip", "-n", addressing.node_name(pod.node), "link", "del", pod.veth])
+        self.nodes.remove_pod(pod.link)
         with contextlib.suppress(ClusterError):
             run(["ip", "netns", "del", pod.name])
         if self.cgroup is not None:
@@ -699,7 +711,7 @@ class Supervisor:
     def _exec_info(self, name: str) -> dict[str, Any]:
         """Where ``cluster exec`` must go for a pod (or a node: ``exec node-0 -- nft list ruleset``)."""
         if name in self.node_names:
-            return {"netns": network.netns_path(name), "cgroup": None, "env": {"NODE_NAME": name}}
+            return {"cgroup": None, **self.nodes.exec_info(name)}
         pod = self._pod(name)
         cgroup = str(self.cgroup / pod.name) if self.cgroup is not None else None
         return {"netns": pod.netns, "cgroup": cgroup, "env": self.pod_env(pod)}

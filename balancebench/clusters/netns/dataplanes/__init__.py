@@ -3,9 +3,12 @@
 A dataplane turns the list of ready endpoints into the kernel state that balances connections to the
 Service: kube-proxy's ``iptables``, ``nftables`` and ``ipvs`` modes in every node, or Cilium-style socket
 load balancing (``ebpf``) at ``connect()``. The supervisor calls ``setup()`` once, then ``sync(endpoints)``
-whenever readiness changes, and never knows which one it drives.
+whenever readiness changes, and ``tick()`` every second (IPVS deletes drained real servers then); it never
+knows which one it drives. Every command a dataplane runs in a node goes through the node's
+:class:`NodeShell` (``nsenter`` into a host namespace, or a UML node's agent), so the same code programs
+host-kernel and User-Mode Linux nodes; ``NODE_KERNELS`` in each module says which kernels it runs on.
 
->>> check("ipvs")  # on this kernel
+>>> check("ipvs", "host")  # on this kernel
 MissingFeature: dataplane ipvs needs the kernel's IPVS (CONFIG_IP_VS), which this kernel lacks: …
 >>> dataplane = create("nftables", context); dataplane.setup(); dataplane.sync(endpoints)
 """
@@ -14,13 +17,15 @@ from __future__ import annotations
 
 import importlib
 import shutil
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol
 
-from balancebench.clusters.base import DATAPLANES, Service
+from balancebench.clusters.base import DATAPLANES, Service, dataplane_choices, is_dataplane
 from balancebench.errors import InvalidInput, MissingFeature
+from balancebench.shell import run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,13 +37,41 @@ class Endpoint:
     port: int
 
 
+class NodeShell(Protocol):
+    """Runs commands in one node's network stack; raises CommandError (via :func:`run`) on failure."""
+
+    @property
+    def kernel(self) -> str:
+        """``host`` or ``uml``: what the node's networking runs on."""
+        ...
+
+    @property
+    def iptables_restore(self) -> tuple[str, ...]:
+        """The ``iptables-restore --noflush`` command this node's kernel supports (nft or legacy backend)."""
+        ...
+
+    def run(self, argv: Sequence[str], *, input: str | None = None) -> subprocess.CompletedProcess[str]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetnsShell:
+    """A host-kernel node: commands run in its network namespace through ``nsenter``."""
+
+    netns: str
+    kernel: str = "host"
+    iptables_restore: tuple[str, ...] = ("iptables-restore", "--noflush", "-w", "5")
+
+    def run(self, argv: Sequence[str], *, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run(in_netns(self.netns, argv), input=input)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Node:
-    """A node as a dataplane programs it: its network namespace and its address on the node network."""
+    """A node as a dataplane programs it: its address on the node network and how to run commands in it."""
 
     name: str
-    netns: str
     ip: str
+    shell: NodeShell
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,16 +99,58 @@ class Dataplane(Protocol):
         """Make new connections to the Service go to ``endpoints`` only; keep established ones as they are."""
         ...
 
+    def tick(self) -> None:
+        """Periodic housekeeping between syncs (IPVS: delete terminating real servers once drained)."""
+        ...
+
+
+DEFAULT_IPVS_SCHEDULER = "rr"
+"""What plain ``ipvs`` means: kube-proxy's default ``--ipvs-scheduler``."""
+
+
+def split_dataplane(name: str) -> tuple[str, str | None]:
+    """``("ipvs", "lc")`` for ``ipvs:lc``, ``("ipvs", "rr")`` for ``ipvs``, ``(name, None)`` otherwise."""
+    base, _, option = name.partition(":")
+    if base == "ipvs":
+        return base, option or DEFAULT_IPVS_SCHEDULER
+    return base, None
+
 
 def _module(name: str) -> ModuleType:
-    if name not in DATAPLANES:
-        raise InvalidInput(f"unknown dataplane {name!r}: choose one of {', '.join(DATAPLANES)}")
-    return importlib.import_module(f"{__name__}.{name}")
+    if not is_dataplane(name) or split_dataplane(name)[0] not in DATAPLANES:
+        raise InvalidInput(f"unknown dataplane {name!r}: choose {dataplane_choices()}")
+    return importlib.import_module(f"{__name__}.{split_dataplane(name)[0]}")
 
 
-def check(name: str) -> None:
-    """Raise MissingFeature (one line, with the way out) if this machine cannot run dataplane ``name``."""
-    _module(name).check()
+def check(name: str, kernel: str = "host") -> None:
+    """Raise MissingFeature (one line, with the way out) if dataplane ``name`` cannot run on ``kernel`` nodes.
+
+    ``kernel`` is ``host`` (this machine's kernel) or ``uml``; whether UML itself can start is the node
+    kernel's own check."""
+    module = _module(name)
+    base = split_dataplane(name)[0]
+    kernels: tuple[str, ...] = getattr(module, "NODE_KERNELS", ("host",))
+    if kernel not in kernels:
+        others = [k for k in kernels if k != kernel]
+        raise MissingFeature(
+            f"dataplane {base} does not run on {kernel} node kernels ({module.KERNEL_NOTE}): "
+            f"use --node-kernel {' or '.join(others)}"
+            if others
+            else f"dataplane {base} does not run on {kernel} node kernels"
+        )
+    module.check(kernel)
+
+
+def runs_on(name: str, kernel: str) -> bool:
+    """True if dataplane ``name`` can run on ``kernel`` nodes at all (whatever this machine has)."""
+    return kernel in getattr(_module(name), "NODE_KERNELS", ("host",))
+
+
+def kernel_modules(name: str) -> tuple[str, ...]:
+    """The kernel modules the dataplane needs loaded in a node kernel that loads them on request (UML)."""
+    modules: tuple[str, ...] = getattr(_module(name), "MODULES", ())
+    scheduler = split_dataplane(name)[1]
+    return (*modules, f"ip_vs_{scheduler}") if split_dataplane(name)[0] == "ipvs" else modules
 
 
 def needs_cgroups(name: str) -> bool:
@@ -84,7 +159,8 @@ def needs_cgroups(name: str) -> bool:
 
 
 def create(name: str, context: DataplaneContext) -> Dataplane:
-    dataplane: Dataplane = _module(name).create(context)
+    """The dataplane ``name`` (``ipvs:lc`` passes its scheduler) for the cluster ``context`` describes."""
+    dataplane: Dataplane = _module(name).create(context, split_dataplane(name)[1])
     return dataplane
 
 

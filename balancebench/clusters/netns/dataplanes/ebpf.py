@@ -29,6 +29,8 @@ from balancebench.errors import ClusterError, MissingFeature
 from balancebench.shell import run
 
 NEEDS_CGROUPS = True
+NODE_KERNELS = ("host",)
+KERNEL_NOTE = "it attaches its program to the host kernel's cgroups"
 MAX_BACKENDS = 256
 """Per half of ``bb_backends``; must match BB_MAX_BACKENDS in connect4.c."""
 
@@ -60,7 +62,7 @@ def bpf_object(*, compile_if_missing: bool = False) -> Path:
     return cached
 
 
-def check() -> None:
+def check(kernel: str = "host") -> None:
     if os.geteuid() != 0:
         raise MissingFeature(
             "dataplane ebpf needs root (loading BPF programs and attaching them to cgroups needs CAP_BPF and "
@@ -157,6 +159,9 @@ class EbpfDataplane:
         run(["bpftool", "batch", "file", "-"], input="\n".join(lines) + "\n")
         self._half = half
 
+    def tick(self) -> None:
+        """Nothing to do between syncs: a connected socket keeps the backend it was given."""
 
-def create(context: DataplaneContext) -> EbpfDataplane:
+
+def create(context: DataplaneContext, option: str | None = None) -> EbpfDataplane:
     return EbpfDataplane(context)

@@ -22,12 +22,17 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from balancebench.clusters.netns.addressing import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_PORT_NAME
-from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, in_netns, require_tools
-from balancebench.shell import run
+from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, require_tools
 
 MASQUERADE_MARK = "0x4000"
 SERVICE_PORT = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:{SERVICE_PORT_NAME}"
 PROTOCOL = "tcp"
+NODE_KERNELS = ("host", "uml")
+MODULES = (
+    "ip_tables", "iptable_nat", "iptable_filter", "xt_statistic", "xt_comment", "xt_conntrack", "xt_mark",
+    "xt_MASQUERADE", "xt_addrtype", "xt_tcpudp", "ipt_REJECT",
+)  # fmt: skip
+"""What a UML node loads for this dataplane (legacy iptables: the UML kernel has no nftables IPv4)."""
 
 _JUMPS = """\
 *nat
@@ -52,8 +57,11 @@ COMMIT
 """  # noqa: E501 - iptables-save lines are kept whole, as kube-proxy writes them
 
 
-def check() -> None:
-    require_tools("iptables", "iptables-restore", "nsenter")
+def check(kernel: str = "host") -> None:
+    if kernel == "uml":
+        require_tools("iptables", "iptables-legacy-restore")
+    else:
+        require_tools("iptables", "iptables-restore", "nsenter")
 
 
 def chain_hash(*parts: str) -> str:
@@ -169,7 +177,7 @@ class IptablesDataplane:
 
     def setup(self) -> None:
         for node in self.context.nodes:
-            run(in_netns(node.netns, ["iptables-restore", "--noflush", "-w", "5"]), input=_JUMPS)
+            node.shell.run(node.shell.iptables_restore, input=_JUMPS)
         self.sync([])
 
     def sync(self, endpoints: Sequence[Endpoint]) -> None:
@@ -178,9 +186,12 @@ class IptablesDataplane:
             chains |= {service_chain(), external_chain()}
         rules = restore_input(self.context, endpoints=endpoints, stale=sorted(self._chains - chains))
         for node in self.context.nodes:
-            run(in_netns(node.netns, ["iptables-restore", "--noflush", "-w", "5"]), input=rules)
+            node.shell.run(node.shell.iptables_restore, input=rules)
         self._chains = chains
 
+    def tick(self) -> None:
+        """Nothing to do between syncs: conntrack keeps established connections on their pod."""
 
-def create(context: DataplaneContext) -> IptablesDataplane:
+
+def create(context: DataplaneContext, option: str | None = None) -> IptablesDataplane:
     return IptablesDataplane(context)

@@ -20,12 +20,13 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from balancebench.clusters.netns.addressing import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_PORT_NAME
-from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, in_netns, require_tools
-from balancebench.shell import run
+from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, require_tools
 
 TABLE = "ip kube-proxy"
 MASQUERADE_MARK = "0x4000"
 SERVICE_PORT = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:{SERVICE_PORT_NAME}"
+NODE_KERNELS = ("host",)
+KERNEL_NOTE = "the UML kernel has no nftables IPv4 family (CONFIG_NF_TABLES_IPV4)"
 
 _SETS = (
     ("set", "cluster-ips", 'type ipv4_addr ; comment "Active ClusterIPs"'),
@@ -71,7 +72,7 @@ _HELPER_CHAINS = (
 )
 
 
-def check() -> None:
+def check(kernel: str = "host") -> None:
     require_tools("nftables", "nft", "nsenter")
 
 
@@ -200,9 +201,12 @@ class NftablesDataplane:
         stale = sorted(self._chains - chains)
         for node in self.context.nodes:
             rules = ruleset(self.context, node_ip=node.ip, endpoints=endpoints, stale=stale)
-            run(in_netns(node.netns, ["nft", "-f", "-"]), input=rules)
+            node.shell.run(["nft", "-f", "-"], input=rules)
         self._chains = chains
 
+    def tick(self) -> None:
+        """Nothing to do between syncs: conntrack keeps established connections on their pod."""
 
-def create(context: DataplaneContext) -> NftablesDataplane:
+
+def create(context: DataplaneContext, option: str | None = None) -> NftablesDataplane:
     return NftablesDataplane(context)
