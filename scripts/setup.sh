@@ -19,6 +19,26 @@ for cmd in "${!needs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
 done
 [ -e /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
+# User-Mode Linux node kernels, only where they are needed: the host kernel has no IPVS (neither loaded
+# nor loadable), so the ipvs dataplane runs its nodes in UML. --uml installs them anyway, --no-uml never.
+uml=auto
+for arg in "$@"; do
+  case "$arg" in
+    --uml) uml=yes ;;
+    --no-uml) uml=no ;;
+    *) echo "setup: unknown option $arg: use --uml or --no-uml" >&2; exit 2 ;;
+  esac
+done
+if [ "$uml" = auto ]; then
+  uml=no
+  [ -e /proc/net/ip_vs ] || find "/lib/modules/$(uname -r)" -name 'ip_vs.ko*' 2>/dev/null | grep -q . || uml=yes
+fi
+if [ "$uml" = yes ]; then
+  command -v linux.uml >/dev/null 2>&1 || missing+=(user-mode-linux)
+  command -v modprobe >/dev/null 2>&1 || missing+=(kmod)
+  [ "${#missing[@]}" -gt 0 ] && [[ " ${missing[*]} " == *" user-mode-linux "* ]] &&
+    echo "setup: this kernel has no IPVS: the ipvs dataplane will run its nodes in User-Mode Linux"
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   echo "setup: installing Debian packages: ${missing[*]}"
