@@ -105,10 +105,10 @@ BAD_INPUT = [
     (["up", "--name", FRESH, "--dataplane", "ipvs", "--node-kernel", "host"], "which this kernel lacks"),
     (
         ["up", "--name", FRESH, "--dataplane", "ipvs:fast"],
-        "unknown IPVS scheduler 'fast' in 'ipvs:fast': "
-        "choose one of rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq, mh",
+        "unknown dataplane 'ipvs:fast': choose nftables, iptables, ipvs, ebpf, cilium or ipvs:SCHED "
+        "(SCHED one of rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq, mh)",
     ),
-    (["up", "--name", FRESH, "--dataplane", "nftables:rr"], "dataplane nftables takes no option"),
+    (["up", "--name", FRESH, "--dataplane", "nftables:rr"], "unknown dataplane 'nftables:rr'"),
     (
         ["up", "--name", FRESH, "--dataplane", "nftables", "--node-kernel", "uml"],
         "does not run on uml node kernels",
