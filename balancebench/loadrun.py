@@ -2,8 +2,10 @@
 
 The master runs headless in the first source pod; every source pod runs one worker *inside its own
 network* (``Cluster.exec``), so the Service's load balancing sees each pod as a distinct client. Workers
-write their records to ``RUN_DIR/records/`` as they go; afterwards the record count is compared with the
-echo servers' own ``/metrics`` request counters (cumulative, so the difference before/after the cell).
+send their records to the master over Locust's own messages (``loadtests.collect``) and the master streams
+them to its stdout, so no pod ever writes a host path; this process writes ``RUN_DIR/records/`` from that
+stream as it arrives. Afterwards the record count is compared with the echo servers' own ``/metrics``
+request counters (cumulative, so the difference before/after the cell).
 
     cell = Cell(id="nftables/okhttp", dataplane="nftables", policy_label="okhttp", policy="okhttp",
                 load=Load(duration_s=15))
@@ -12,8 +14,8 @@ echo servers' own ``/metrics`` request counters (cumulative, so the difference b
         print(result.summary())          # "okhttp: 14210 requests, 14210 answered by the servers …"
         result.raise_for_mismatch()
 
-Every process started here ends by itself (Locust's ``--run-time``) and is killed on error, timeout or
-Ctrl-C; nothing outlives ``run_cell``.
+Every process started here ends by itself (the master ends the cell at its duration; Locust's
+``--run-time`` bounds it) and is killed on error, timeout or Ctrl-C; nothing outlives ``run_cell``.
 """
 
 from __future__ import annotations
@@ -23,15 +25,13 @@ import math
 import re
 import subprocess
 import sys
+import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from prometheus_client.parser import text_string_to_metric_families
 
 import loadtests
@@ -39,6 +39,7 @@ from analysis.records import RECORDS_DIR
 from balancebench.clusters.base import Cluster, Pod
 from balancebench.errors import BalancebenchError, InvalidInput, RunError
 from balancebench.scenario import Cell
+from loadtests import collect
 
 LOCUSTFILE = Path(loadtests.__file__).with_name("locustfile.py")
 """The locustfile every master and worker loads."""
@@ -52,7 +53,7 @@ STARTUP_GRACE = 60.0
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def locust_options(cell: Cell, records_dir: Path) -> list[str]:
+def locust_options(cell: Cell, records_dir: Path | str) -> list[str]:
     """The locustfile's own options for ``cell`` (identical on master and workers)."""
     options = ["--policy", cell.policy, "--cell", cell.id, "--records-dir", str(records_dir)]
     if cell.seed is not None:
@@ -89,6 +90,8 @@ class CellResult:
     elapsed_s: float
     logs: Path
     unread_pods: tuple[str, ...] = ()
+    lost_workers: tuple[str, ...] = ()
+    """Source pods whose worker sent no last batch (it died mid-cell): its later records are lost."""
 
     @property
     def lost(self) -> int | None:
@@ -97,13 +100,14 @@ class CellResult:
 
     @property
     def consistent(self) -> bool:
-        return self.lost == 0
+        return self.lost == 0 and not self.lost_workers
 
     def summary(self) -> str:
         server = "unknown" if self.server_requests is None else str(self.server_requests)
+        lost = f"; no last records from {', '.join(self.lost_workers)}" if self.lost_workers else ""
         return (
             f"{self.cell}: {self.records} requests recorded, {self.answered} answered, {self.errors} errors; "
-            f"servers counted {server}; {len(self.per_pod)} pods reached"
+            f"servers counted {server}; {len(self.per_pod)} pods reached{lost}"
         )
 
     def raise_for_mismatch(self) -> None:
@@ -117,6 +121,11 @@ class CellResult:
             raise RunError(
                 f"cell {self.cell}: the servers answered {self.server_requests} requests but "
                 f"{self.answered} were recorded; see the logs in {self.logs}"
+            )
+        if self.lost_workers:
+            raise RunError(
+                f"cell {self.cell}: no last records from {', '.join(self.lost_workers)} (died mid-cell?); "
+                f"see the logs in {self.logs}"
             )
 
 
@@ -160,11 +169,14 @@ def run_cell(
     targets = [p.name for p in status.targets(ready_only=False)]
     before, unread_before = _server_counts(cluster, targets)
     departed_before = set(cluster.departed())
-    tally = _RecordTally(records_dir, cell.id)
+    # The master (in a pod) streams every record batch it receives to its stdout; this process writes them.
+    collector = collect.RecordCollector(sink=collect.ParquetSink(records_dir))
     users = load.users_per_source * len(sources)
-    run_time = math.ceil(load.duration_s)
-    options = locust_options(cell, records_dir)
-    # Killing what Cluster.exec returned ends Locust too (SIGTERM: it flushes its records first).
+    # The master ends the cell itself at the exact duration once every worker's last records are in;
+    # Locust's --run-time is only a bound in case it cannot.
+    run_time = math.ceil(load.duration_s + load.stop_timeout_s + collect.FINAL_BATCH_WAIT) + 5
+    options = locust_options(cell, "-")
+    # Killing what Cluster.exec returned ends Locust too (SIGTERM: workers send their last records first).
     common = [python, "-m", "locust", "-f", str(LOCUSTFILE)]
     master_argv = [
         *common, "--master", "--headless", "--only-summary",
@@ -179,18 +191,23 @@ def run_cell(
     ]  # fmt: skip
 
     processes: list[_Process] = []
+    reader: _MasterReader | None = None
     started = time.monotonic()
     try:
-        processes.append(_start(cluster, sources[0].name, master_argv, logs_dir / "master.log", "master"))
+        master = _start(cluster, sources[0].name, master_argv, logs_dir / "master.log", "master", stream=True)
+        processes.append(master)
+        reader = _MasterReader(master, collector)
         for pod in sources:
             name = f"worker-{pod.name}"
             processes.append(_start(cluster, pod.name, worker_argv, logs_dir / f"{name}.log", name))
         deadline = started + run_time + load.stop_timeout_s + STARTUP_GRACE
-        _wait(processes, deadline, tally, progress, progress_interval, started)
+        _wait(processes, deadline, collector.tally, progress, progress_interval, started)
     except BaseException:
         _kill(processes)
         raise
     finally:
+        if reader is not None:
+            reader.join()  # everything that reached the master is written, also when cut short
         for process in processes:
             process.handle.close()
     elapsed = time.monotonic() - started
@@ -211,21 +228,23 @@ def run_cell(
     targets += [pod for pod in departed if pod not in targets]
     after, unread_after = _server_counts(cluster, [pod for pod in targets if pod not in departed])
     after.update(departed)
-    tally.read_new()
     unread = tuple(sorted(set(unread_before) | set(unread_after)))
     server_per_pod = {pod: after[pod] - before.get(pod, 0) for pod in after}
+    counts = collector.tally.snapshot()
+    assert reader is not None
     return CellResult(
         cell=cell.id,
-        records=tally.records,
-        answered=tally.answered,
-        errors=tally.errors,
-        per_pod=dict(tally.per_pod),
+        records=counts["records"],
+        answered=counts["answered"],
+        errors=counts["errors"],
+        per_pod=counts["per_pod"],
         server_requests=None if unread else sum(server_per_pod.values()),
         server_per_pod=server_per_pod,
-        record_files=tuple(tally.files),
+        record_files=tuple(collector.sink.parts) if isinstance(collector.sink, collect.ParquetSink) else (),
         elapsed_s=elapsed,
         logs=logs_dir,
         unread_pods=unread,
+        lost_workers=reader.lost_workers(len(sources)),
     )
 
 
@@ -244,7 +263,10 @@ def _pick_sources(available: Sequence[Pod], wanted: Sequence[str], cluster: str)
     return [by_name[name] for name in wanted]
 
 
-def _start(cluster: Cluster, pod: str, argv: list[str], log: Path, name: str) -> _Process:
+def _start(
+    cluster: Cluster, pod: str, argv: list[str], log: Path, name: str, *, stream: bool = False
+) -> _Process:
+    """Start ``argv`` in ``pod``, output to ``log``; ``stream``: stdout is a pipe (the master's records)."""
     handle = log.open("wb")
     try:
         popen = cluster.exec(
@@ -252,8 +274,8 @@ def _start(cluster: Cluster, pod: str, argv: list[str], log: Path, name: str) ->
             argv,
             env={"PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL,
-            stdout=handle.fileno(),
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE if stream else handle.fileno(),
+            stderr=handle.fileno() if stream else subprocess.STDOUT,
         )
     except BaseException:
         handle.close()
@@ -264,7 +286,7 @@ def _start(cluster: Cluster, pod: str, argv: list[str], log: Path, name: str) ->
 def _wait(
     processes: list[_Process],
     deadline: float,
-    tally: _RecordTally,
+    tally: collect.LiveTally,
     progress: Callable[[CellProgress], None] | None,
     interval: float,
     started: float,
@@ -283,19 +305,26 @@ def _wait(
             names = ", ".join(p.name for p in running)
             raise RunError(f"locust {names} did not finish in time; killed (logs: {master.log.parent})")
         if progress is not None:
-            tally.read_new()
+            counts = tally.snapshot()
             progress(
                 CellProgress(
                     elapsed_s=now - started,
-                    requests=tally.records,
-                    errors=tally.errors,
-                    per_pod=dict(tally.per_pod),
+                    requests=counts["records"],
+                    errors=counts["errors"],
+                    per_pod=counts["per_pod"],
                 )
             )
         time.sleep(interval if progress is not None else min(interval, 0.2))
 
 
 def _kill(processes: list[_Process]) -> None:
+    # Workers first: on SIGTERM each sends its last records to the master, which is still there to take them.
+    workers, master = processes[1:], processes[:1]
+    _terminate(workers)
+    _terminate(master)
+
+
+def _terminate(processes: list[_Process]) -> None:
     for process in processes:
         if process.popen.poll() is None:
             with contextlib.suppress(OSError):
@@ -351,36 +380,45 @@ def metric_sum(metrics_text: str, name: str) -> float:
     )
 
 
-@dataclass
-class _RecordTally:
-    """Counts this cell's records from the parts flushed so far, reading each part once."""
+class _MasterReader:
+    """Reads the master's stdout in a thread: record batches to the collector, everything else to its log."""
 
-    directory: Path
-    cell: str
-    records: int = 0
-    answered: int = 0
-    errors: int = 0
-    per_pod: Counter[str] = field(default_factory=Counter)
-    files: list[Path] = field(default_factory=list)
-    _seen: set[str] = field(default_factory=set)
+    def __init__(self, master: _Process, collector: collect.RecordCollector) -> None:
+        self.master = master
+        self.collector = collector
+        self.workers: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="master-records", daemon=True)
+        self._thread.start()
 
-    def __post_init__(self) -> None:
-        # Parts of earlier cells in the same run are not this cell's.
-        self._seen = {p.name for p in self.directory.glob("*.parquet")}
+    def _run(self) -> None:
+        stdout = self.master.popen.stdout
+        assert stdout is not None
+        try:
+            collect.read_frames(
+                stdout,
+                on_table=lambda table: self.collector.add_table(table, pod=str(table["source_pod"][0])),
+                on_end=self._on_end,
+                on_other=self._log,
+            )
+        except BaseException as exc:  # reported by join(); the thread must not die silently
+            self.error = exc
+            self._log(f"balancebench: cannot read the master's records: {exc}\n".encode())
 
-    def read_new(self) -> None:
-        for path in sorted(self.directory.glob("*.parquet")):
-            if path.name in self._seen or path.name.startswith("."):
-                continue
-            self._seen.add(path.name)
-            table = pq.read_table(path, columns=["cell", "target_pod", "status", "error"])
-            table = table.filter(pc.equal(table["cell"], self.cell))
-            if table.num_rows == 0:
-                continue
-            self.files.append(path)
-            self.records += table.num_rows
-            self.errors += table.num_rows - int(pc.sum(pc.equal(table["error"], "")).as_py() or 0)
-            answered = table.filter(pc.greater(table["status"], 0))
-            self.answered += answered.num_rows
-            for item in pc.value_counts(answered["target_pod"]).to_pylist():
-                self.per_pod[item["values"]] += item["counts"]
+    def _on_end(self, summary: dict[str, Any]) -> None:
+        self.workers = summary.get("workers", {})
+
+    def _log(self, line: bytes) -> None:
+        self.master.handle.write(line)
+        self.master.handle.flush()
+
+    def join(self, timeout: float = 30.0) -> None:
+        self._thread.join(timeout)
+
+    def lost_workers(self, expected: int) -> tuple[str, ...]:
+        """Source pods whose worker sent no last batch (it died mid-cell); ``("?",)`` when unknown."""
+        if self.workers is None:
+            return ("master",)  # no end summary: the master itself did not finish
+        lost = sorted(pod for pod, state in self.workers.items() if not state.get("final"))
+        missing = expected - len(self.workers)
+        return (*lost, *([f"{missing} worker(s) that never reported"] if missing > 0 else []))

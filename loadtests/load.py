@@ -114,15 +114,10 @@ class Load:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in MANIFEST_FIELDS}
 
     def locust_options(self) -> list[str]:
-        """This load as the locustfile's own options (see :data:`LOCUST_OPTIONS`).
-
-        A whole number of seconds is left to Locust's own ``--run-time``; a fractional duration also goes
-        to the workers, which stop sending at the exact time (``--run-time`` is whole seconds)."""
+        """This load as the locustfile's own options (see :data:`LOCUST_OPTIONS`)."""
         options: list[str] = []
         for option in LOCUST_OPTIONS:
             value = getattr(self, option.field)
-            if option.field == "duration_s" and value is not None and value == int(value):
-                continue
             if value != option.default:
                 options += [option.flag, option.render(value)]
         return options
@@ -214,7 +209,7 @@ LOCUST_OPTIONS: tuple[LocustOption, ...] = (
     LocustOption(field="warmup_s", flag="--warmup", kind="duration", default=0.0,
                  help="requests in the first DURATION are flagged warm-up"),
     LocustOption(field="duration_s", flag="--duration", kind="duration",
-                 help="per process: stop sending after DURATION (empty: when Locust stops)"),
+                 help="end the test after DURATION (a master: once the workers' last records are in)"),
     LocustOption(field="stop_after_requests", flag="--stop-after-requests", kind="int",
                  help="per process: stop after N requests"),
 )  # fmt: skip

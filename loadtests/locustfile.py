@@ -1,7 +1,10 @@
 """The balancebench locustfile: clients with a connection-pool policy, one record per request.
 
 Run it like any locustfile; the options below appear in Locust's web UI and are forwarded by a master to
-its workers. Records go to ``--records-dir`` as Parquet parts (schema: ``analysis/records.py``)::
+its workers. Records (schema: ``analysis/records.py``) go to ``--records-dir`` as Parquet parts, or with
+``--records-dir -`` to stdout as framed Arrow batches (``loadtests.collect``). Distributed, only the master
+writes: workers send their records with their reports over Locust's own messages, so they need no access
+to the records directory (they may run on other machines)::
 
     locust -f loadtests/locustfile.py --headless -u 4 -r 4 -t 30s -H http://10.96.0.10:80 \\
         --policy okhttp-1s --think-time 0 --cell nftables/okhttp-1s/closed --records-dir results/x/records
@@ -23,14 +26,15 @@ import gevent
 from locust import User, events, task
 from locust.env import Environment
 from locust.exception import StopUser
-from locust.runners import LocalRunner, WorkerRunner
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
+from loadtests import collect
 from loadtests.client import parse_base_url
 from loadtests.drivers import ConnectionIds, Driver, DriverSet, check_driver, driver_missing
 from loadtests.load import Load, add_locust_arguments
 from loadtests.policy import PolicyError, PoolPolicy, parse_duration, parse_policy
 from loadtests.protocols import check_protocol, parse_endpoints, protocol_spec
-from loadtests.recorder import Record, RecordWriter, source_identity
+from loadtests.recorder import Record, RecordBuffer, source_identity
 from loadtests.shapes import Budget, ClosedLoopPacer, OpenLoopSchedule
 
 log = logging.getLogger("balancebench")
@@ -39,7 +43,8 @@ RECORD_KEY = "balancebench.record"
 """Key of the :class:`Record` in a request event's ``context``; the writer listens for it."""
 
 FLUSH_INTERVAL = "1s"
-"""Default time between record flushes, so an interrupted run keeps what it measured."""
+"""A local run's time between record flushes, so an interrupted run keeps what it measured (a worker's
+records go with each of its reports to the master)."""
 
 
 @events.init_command_line_parser.add_listener
@@ -101,7 +106,8 @@ class _Process:
     policy: PoolPolicy
     load: Load
     drivers: DriverSet
-    writer: RecordWriter | None
+    records: RecordBuffer | None
+    """Records not yet handed on (to the master in a report, or to this process's collector)."""
     cell: str
     policy_text: str
     path: str
@@ -114,25 +120,93 @@ class _Process:
     users: int = 0
     flusher: gevent.Greenlet | None = None
     done: bool = False
+    batches_sent: int = 0
 
-    def flush(self) -> None:
-        if self.writer is not None:
-            try:
-                self.writer.flush()
-            except OSError as exc:  # a full disk must not kill the load loop; say it once per flush
-                log.error("balancebench: cannot write records: %s", exc)
+    def next_batch(self) -> tuple[int, bytes | None]:
+        """The buffered records as one Arrow IPC batch, numbered from 1 (None: nothing buffered)."""
+        table = self.records.take() if self.records is not None else None
+        if table is None:
+            return self.batches_sent, None
+        self.batches_sent += 1
+        return self.batches_sent, collect.encode_table(table)
+
+    def flush_locally(self) -> None:
+        """A local run (no master): hand the buffered records to this process's own collector."""
+        collector = collect.current()
+        table = self.records.take() if self.records is not None else None
+        if collector is None or table is None:
+            return
+        try:
+            collector.add_table(table, pod=self.source_pod)
+        except OSError as exc:  # a full disk must not kill the load loop; say it once per flush
+            log.error("balancebench: cannot write records: %s", exc)
 
 
 _process: _Process | None = None
 
 
+def _sink(records_dir: str) -> collect.Sink | None:
+    """Where a master or local run puts the records: ``-`` stdout (framed), a directory, or nowhere."""
+    if records_dir == "-":
+        return collect.StreamSink(sys.stdout)
+    return collect.ParquetSink(Path(records_dir)) if records_dir else None
+
+
+@events.init.add_listener
+def _collect(environment: Environment, **_: Any) -> None:
+    """The master (or a local run) collects every record; workers only send theirs."""
+    runner, parsed = environment.runner, environment.parsed_options
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(collect.END_MESSAGE, _on_end)
+    if parsed is None or runner is None or isinstance(runner, WorkerRunner):
+        return
+    expected = parsed.expect_workers if isinstance(runner, MasterRunner) else 0
+    collector = collect.RecordCollector(sink=_sink(parsed.records_dir), expected_workers=expected)
+    collect.set_current(collector)
+    if isinstance(runner, MasterRunner):
+        runner.register_message(collect.MESSAGE, _on_worker_message)
+        environment.events.worker_report.add_listener(_on_worker_report)
+
+
+def _on_worker_report(client_id: str, data: dict[str, Any]) -> None:
+    batch = data.get(collect.REPORT_KEY)
+    collector = collect.current()
+    if batch is not None and collector is not None:
+        collector.add(worker=client_id, pod=batch["pod"], seq=batch["seq"], payload=batch["records"])
+
+
+def _on_worker_message(environment: Environment, msg: Any, **_: Any) -> None:
+    collector, data = collect.current(), msg.data
+    if collector is None:
+        return
+    if data["kind"] == "hello":
+        collector.hello(worker=msg.node_id, pod=data["pod"])
+    else:
+        seq, payload = data["seq"], data["records"]
+        collector.add(worker=msg.node_id, pod=data["pod"], seq=seq, payload=payload, final=True)
+
+
+@events.report_to_master.add_listener
+def _report(client_id: str, data: dict[str, Any]) -> None:
+    # Every worker report (Locust's, every few seconds) carries the records buffered since the last one.
+    process = _process
+    if process is None or process.records is None:
+        return
+    seq, payload = process.next_batch()
+    if payload is not None:
+        data[collect.REPORT_KEY] = {"pod": process.source_pod, "seq": seq, "records": payload}
+
+
 @events.test_start.add_listener
 def _start(environment: Environment, **_: Any) -> None:
     global _process
-    if environment.runner is None or not isinstance(environment.runner, LocalRunner | WorkerRunner):
+    runner, parsed = environment.runner, environment.parsed_options
+    if parsed is None or runner is None:
+        return
+    if isinstance(runner, MasterRunner):
+        _end_cell_on_time(runner, parsed)
         return  # the master sends nothing itself
-    parsed = environment.parsed_options
-    if parsed is None:
+    if not isinstance(runner, LocalRunner | WorkerRunner):
         return
     policy, load = options_from(parsed)
     source_pod, source_node = source_identity()
@@ -152,18 +226,16 @@ def _start(environment: Environment, **_: Any) -> None:
     )
     start = time.monotonic()
     schedule = None
+    worker = isinstance(runner, WorkerRunner)
     if load.rate is not None:
-        processes = parsed.expect_workers if isinstance(environment.runner, WorkerRunner) else 1
+        processes = parsed.expect_workers if worker else 1
         schedule = OpenLoopSchedule(rate=load.rate / max(1, processes), start=start)
-    writer = None
-    if parsed.records_dir:
-        writer = RecordWriter(Path(parsed.records_dir), source_pod=source_pod)
     _process = _Process(
         environment=environment,
         policy=policy,
         load=load,
         drivers=drivers,
-        writer=writer,
+        records=RecordBuffer() if parsed.records_dir else None,
         cell=parsed.cell,
         policy_text=parsed.policy,
         path=load.url_path,
@@ -171,30 +243,69 @@ def _start(environment: Environment, **_: Any) -> None:
         source_node=source_node,
         start=start,
         wall_offset=time.time() - start,
-        budget=Budget(load, start=start),
+        # A worker's cell ends when its master says so; a local run keeps its own time.
+        budget=Budget(load.with_(duration_s=None) if worker else load, start=start),
         schedule=schedule,
     )
-    interval = parse_duration(parsed.flush_interval, what="--flush-interval")
-    _process.flusher = gevent.spawn(_flush_periodically, _process, interval)
+    if worker:
+        if _process.records is not None:
+            runner.send_message(collect.MESSAGE, {"kind": "hello", "pod": source_pod})
+    else:
+        interval = parse_duration(parsed.flush_interval, what="--flush-interval")
+        _process.flusher = gevent.spawn(_flush_periodically, _process, interval)
 
 
 def _flush_periodically(process: _Process, interval: float) -> None:
     while True:
         gevent.sleep(interval)
-        process.flush()
+        process.flush_locally()
+
+
+def _end_cell_on_time(runner: MasterRunner, parsed: Any) -> None:
+    """The master ends a cell of ``--duration``: it tells every worker to finish, and each one stops its
+    users, sends its last records and quits; the last worker's quit ends the master (headless).
+
+    Not Locust's own ``--run-time``: its quit gives the workers half a second for their last reports."""
+    load = Load.from_locust(parsed)
+    if load.duration_s is None:
+        return
+    stop_timeout = float(parsed.stop_timeout or 0)
+
+    def end() -> None:
+        gevent.sleep(load.duration_s)
+        # Stop dispatching first: a worker that quits must not get its users moved to the others.
+        runner.stop(send_stop_to_client=False)
+        runner.send_message(collect.END_MESSAGE)
+        collector = collect.current()
+        deadline = time.monotonic() + stop_timeout + collect.FINAL_BATCH_WAIT
+        while runner.worker_count > 0 and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        if collector is not None and parsed.records_dir and not collector.all_final():
+            missing = ", ".join(collector.unfinished()) or "a worker"
+            log.error("balancebench: no last records from %s", missing)
+        runner.quit()  # a no-op when the last worker's quit has ended the test already
+
+    gevent.spawn(end)
+
+
+def _on_end(environment: Environment, **_: Any) -> None:
+    # Stop the users (each finishes its request in flight), send the last records (test_stop), quit.
+    runner = environment.runner
+    if runner is not None:
+        gevent.spawn(runner.quit)
 
 
 @events.request.add_listener
 def _record(context: dict[str, Any] | None = None, **_: Any) -> None:
     process = _process
-    if process is not None and process.writer is not None and context:
+    if process is not None and process.records is not None and context:
         record = context.get(RECORD_KEY)
         if record is not None:
-            process.writer.add(record)
+            process.records.add(record)
 
 
 @events.test_stop.add_listener
-def _stop(**_: Any) -> None:
+def _stop(environment: Environment, **_: Any) -> None:
     process = _process
     if process is None:
         return
@@ -202,13 +313,23 @@ def _stop(**_: Any) -> None:
         process.flusher.kill(block=False)
         process.flusher = None
     process.drivers.close()
-    process.flush()
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        if process.records is not None:  # every user has stopped: these are the worker's last records
+            seq, payload = process.next_batch()
+            final = {"kind": "final", "pod": process.source_pod, "seq": seq, "records": payload}
+            runner.send_message(collect.MESSAGE, final)
+    else:
+        process.flush_locally()
 
 
 @events.quitting.add_listener
-def _quit(**_: Any) -> None:
-    if _process is not None:
-        _process.flush()
+def _quit(environment: Environment, **_: Any) -> None:
+    if _process is not None and not isinstance(environment.runner, WorkerRunner):
+        _process.flush_locally()
+    collector = collect.current()
+    if collector is not None:
+        collector.close()
 
 
 class LoadUser(User):

@@ -1,6 +1,8 @@
-"""Writes the per-request records (schema: :mod:`analysis.records`) as Parquet parts, flushed incrementally.
+"""Per-request records (schema: :mod:`analysis.records`): buffered in the load generator, written as Parquet.
 
-Each load-generator process owns one :class:`RecordWriter` and writes its own files,
+A load generator buffers its records (:class:`RecordBuffer`); in distributed runs they travel to the master
+over Locust's messages (:mod:`loadtests.collect`), and only the master, or a local run, writes files. A
+:class:`RecordWriter` writes its own files,
 ``<records_dir>/<source_pod>-<writer token>-<seq>.parquet``; a part is written to a hidden temporary name and
 then linked to its final name, so a reader never sees half a file, an interrupted run keeps every part already
 flushed, and no part ever replaces another. The token is random, not the pid: pods in different sandboxes
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -58,8 +61,33 @@ def source_identity() -> tuple[str, str]:
     return os.environ.get("POD_NAME") or socket.gethostname(), os.environ.get("NODE_NAME") or "local"
 
 
+def records_table(rows: Sequence[Record]) -> pa.Table:
+    """Records as an Arrow table of ``RECORD_SCHEMA``, column by column (no per-row objects)."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(RECORD_SCHEMA)
+    arrays = [pa.array(col, type=fld.type) for col, fld in zip(columns, RECORD_SCHEMA, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=RECORD_SCHEMA)
+
+
+class RecordBuffer:
+    """The records of one load-generator process not yet handed on; ``take`` empties it as one table."""
+
+    def __init__(self) -> None:
+        self._rows: list[Record] = []
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, record: Record) -> None:
+        self._rows.append(record)
+
+    def take(self) -> pa.Table | None:
+        rows, self._rows = self._rows, []
+        return records_table(rows) if rows else None
+
+
 class RecordWriter:
-    """Buffers records in memory and writes them as numbered Parquet parts of one process."""
+    """Writes record tables as numbered Parquet parts (``write``), or buffers records and writes them
+    every ``flush_rows`` rows and on ``flush``."""
 
     def __init__(self, directory: Path, *, source_pod: str, flush_rows: int = 50_000) -> None:
         self.directory = directory
@@ -67,28 +95,27 @@ class RecordWriter:
         self.flush_rows = flush_rows
         self.rows_written = 0
         self.parts: list[Path] = []
-        self._rows: list[Record] = []
+        self._buffer = RecordBuffer()
         self._seq = 0
         self.token = secrets.token_hex(6)
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
     def pending(self) -> int:
-        return len(self._rows)
+        return len(self._buffer)
 
     def add(self, record: Record) -> None:
-        self._rows.append(record)
-        if len(self._rows) >= self.flush_rows:
+        self._buffer.add(record)
+        if len(self._buffer) >= self.flush_rows:
             self.flush()
 
     def flush(self) -> Path | None:
         """Write the buffered rows as a new part; returns its path, None when there was nothing to write."""
-        rows, self._rows = self._rows, []
-        if not rows:
-            return None
-        columns = list(zip(*rows, strict=True))
-        arrays = [pa.array(col, type=fld.type) for col, fld in zip(columns, RECORD_SCHEMA, strict=True)]
-        table = pa.Table.from_arrays(arrays, schema=RECORD_SCHEMA)
+        table = self._buffer.take()
+        return None if table is None else self.write(table)
+
+    def write(self, table: pa.Table) -> Path:
+        """Write ``table`` as the next part; a reader never sees half of it and no part replaces another."""
         self._seq += 1
         name = f"{self.source_pod}-{self.token}-{self._seq:05d}.parquet"
         final = self.directory / name
@@ -98,6 +125,6 @@ class RecordWriter:
             os.link(temporary, final)  # fails rather than replace an existing part
         finally:
             os.unlink(temporary)
-        self.rows_written += len(rows)
+        self.rows_written += table.num_rows
         self.parts.append(final)
         return final

@@ -14,6 +14,7 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,15 @@ from balancebench.loadrun import CellProgress, CellResult, locust_options, run_c
 from balancebench.scenario import Cell
 from loadtests.load import Load
 from workloads.echo.process import EchoProcess
+
+
+def closed_off(read_only: Sequence[Path], argv: Sequence[str]) -> list[str]:
+    """``argv`` in its own mount namespace where each of ``read_only`` is a read-only bind mount."""
+    mounts = " && ".join(
+        f'mount --bind "{path}" "{path}" && mount -o remount,bind,ro "{path}"' for path in read_only
+    )
+    script = f'{mounts} && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh", *argv]
 
 
 def free_port() -> int:
@@ -89,10 +99,16 @@ class RandomBalancer:
 
 
 class LoopbackCluster:
-    """The Cluster protocol on loopback, for testing the load wiring without namespaces."""
+    """The Cluster protocol on loopback, for testing the load wiring without namespaces.
 
-    def __init__(self, *, targets: int, sources: int) -> None:
+    ``closed_to_pods``: directories every pod sees read-only (its own mount namespace, a read-only bind
+    mount), and each pod's processes run in the pod's own private working directory, so, like pods on a
+    real cluster, they cannot write the caller's files."""
+
+    def __init__(self, *, targets: int, sources: int, closed_to_pods: Sequence[Path] = ()) -> None:
         self.name = "loopback"
+        self.closed_to_pods = tuple(closed_to_pods)
+        self._pod_dirs: dict[str, Path] = {}
         self.echos = {
             f"echo-{i}": EchoProcess(env={"POD_NAME": f"echo-{i}", "NODE_NAME": f"node-{i % 2 + 1}"})
             for i in range(targets)
@@ -147,12 +163,19 @@ class LoopbackCluster:
     ) -> subprocess.Popen[bytes]:
         node = self.status().pod(pod).node
         identity = {"POD_NAME": pod, "POD_IP": "127.0.0.1", "NODE_NAME": node}
+        command = list(argv)
+        cwd: Path | None = None
+        if self.closed_to_pods:
+            cwd = self._pod_dir(pod)
+            identity["HOME"] = str(cwd)
+            command = closed_off(self.closed_to_pods, command)
         process = subprocess.Popen(
-            list(argv),
+            command,
             env={**os.environ, **identity, **(env or {})},
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
+            cwd=cwd,
         )
         self.launched.append(process)
         return process
@@ -181,7 +204,18 @@ class LoopbackCluster:
     def departed(self) -> dict[str, int]:
         return {}  # no pod of a loopback cluster ever leaves
 
+    def _pod_dir(self, pod: str) -> Path:
+        if pod not in self._pod_dirs:
+            import tempfile
+
+            self._pod_dirs[pod] = Path(tempfile.mkdtemp(prefix=f"bb-pod-{pod}-"))
+        return self._pod_dirs[pod]
+
     def down(self) -> None:
+        import shutil
+
+        for directory in self._pod_dirs.values():
+            shutil.rmtree(directory, ignore_errors=True)
         for process in self.launched:
             if process.poll() is None:
                 process.kill()
@@ -240,6 +274,35 @@ def test_distributed_cell_on_loopback_loses_no_record(
     assert all(p.poll() is not None for p in loopback.launched)
 
 
+def test_pods_that_cannot_write_the_run_directory_still_deliver_every_record(tmp_path: Path) -> None:
+    # As on kind or any real cluster: the Locust master and workers each run in their own private working
+    # directory and the run directory is read-only to them. Every record must still arrive (over Locust's
+    # messages and the master's stdout), counted exactly against the echo servers.
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount in a pod's own mount namespace needs root")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    probe = subprocess.run(
+        closed_off([run_dir], [sys.executable, "-c", f"open({str(run_dir / 'probe')!r}, 'w')"]),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe.stderr  # really closed
+    with LoopbackCluster(targets=3, sources=2, closed_to_pods=[run_dir]) as cluster:
+        cell = a_cell("loopback/private", "max-requests=7", users_per_source=2, duration_s=3, warmup_s=0.5)
+        result = run_cell(cluster, cell, run_dir, master_port=free_port())
+        homes = list(cluster._pod_dirs.values())
+        assert len(homes) == 2 and all(not any(home.iterdir()) for home in homes)  # nothing left in a pod
+    result.raise_for_mismatch()
+    assert result.records == result.answered == result.server_requests
+    assert result.records > 100
+    assert result.lost_workers == ()
+    rows = records_of(result)
+    assert len(rows) == result.records
+    assert Counter(r["source_pod"] for r in rows).keys() == {"client-0", "client-1"}
+    assert {p.parent for p in result.record_files} == {run_dir / "records"}
+    assert not list((run_dir / "records").glob(".*"))
+
+
 def test_open_loop_rate_is_shared_by_the_workers(loopback: LoopbackCluster, tmp_path: Path) -> None:
     # 120 req/s over 2 source pods for 3 s: each worker sends at 60 req/s from its own start.
     load = a_cell("loopback/open", users_per_source=2, model="open", rate=120, duration_s=3, warmup_s=0)
@@ -271,13 +334,12 @@ def test_unknown_source_pod_is_invalid_input(loopback: LoopbackCluster, tmp_path
         run_cell(loopback, a_cell("l/c"), tmp_path, source_pods=("client-7",))
 
 
-@pytest.mark.parametrize(("duration", "option"), [(3.0, None), (2.5, "2500ms")])
-def test_fractional_durations_stop_the_workers_exactly(duration: float, option: str | None) -> None:
-    # Locust's --run-time is whole seconds; a fractional duration goes to every worker's own budget.
+@pytest.mark.parametrize(("duration", "option"), [(3.0, "3s"), (2.5, "2500ms")])
+def test_the_master_gets_the_exact_duration(duration: float, option: str) -> None:
+    # Locust's --run-time is whole seconds (and quits before the workers' last reports): the master ends
+    # the cell itself at the exact duration.
     options = locust_options(a_cell("l/c", duration_s=duration), Path("/r"))
-    assert ("--duration" in options) == (option is not None)
-    if option is not None:
-        assert options[options.index("--duration") + 1] == option
+    assert options[options.index("--duration") + 1] == option
 
 
 def test_mismatch_is_reported() -> None:
