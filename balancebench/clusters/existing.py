@@ -338,13 +338,20 @@ class KubeApi:
     ) -> tuple[int, bytes]:
         """One HTTP request to a pod's port through the API server's pod proxy."""
         url = f"/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/{path.lstrip('/')}"
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        payload: Any = body
+        headers: dict[str, str] = {}
+        if body is not None:
+            # The client serialises JSON bodies itself; anything else goes through as raw bytes.
+            try:
+                payload, headers = json.loads(body), {"Content-Type": "application/json"}
+            except ValueError:
+                headers = {"Content-Type": "application/octet-stream"}
         with self._translated(f"{method} {path} on pod {pod}"):
             _, full_url, header_params, _, _ = self.api_client.param_serialize(
                 method, url, header_params=headers, auth_settings=["BearerToken"]
             )
             response = self.api_client.call_api(
-                method, full_url, header_params=header_params, body=body, _request_timeout=30
+                method, full_url, header_params=header_params, body=payload, _request_timeout=30
             )
             response.read()
             return int(response.status), bytes(response.data or b"")
