@@ -474,10 +474,14 @@ def parse_yaml(text: str, *, what: str) -> Any:
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
+    except yaml.reader.ReaderError as exc:
+        raise InvalidInput(
+            f"{what}: character {exc.character!r} at offset {exc.position} is not allowed in YAML: remove it"
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or exc
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
         raise InvalidInput(f"{what}:{where} is not valid YAML: {problem}") from exc
     if _count_values(data, MAX_NODES) > MAX_NODES:
         raise InvalidInput(f"{what} expands to more than {MAX_NODES:,} values (YAML aliases?): write it out")
