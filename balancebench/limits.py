@@ -7,6 +7,7 @@ says both numbers, so the user sees where the limit comes from:
 
     echo pod          ECHO_POD_MB           Python echo server: 27 MB PSS idle, 40 MB RSS (measured)
     load generator    LOCUST_PROCESS_MB     a Locust worker or master: 82 MB PSS, 96 MB RSS (measured)
+    UML node kernel   UML_NODE_MB           the mem= it boots with (ipvs nodes where the host lacks IPVS)
     record on disk    RECORD_DISK_BYTES     Parquet part: 39.6 B per record (measured, 200k records)
     record in report  RECORD_MEMORY_BYTES   loading 57 B per record (measured, 1M records), ×2.6 for metrics
     request rate      SOURCE_MAX_RATE       a recording Locust process in a netns cluster: ≤ 6.4k req/s
@@ -35,6 +36,9 @@ measures a real one under load and fails if it outgrows this figure."""
 
 LOCUST_PROCESS_MB = 100.0
 """Memory one Locust process (a worker per source pod, plus the master) takes: 82 MB PSS, 96 MB RSS."""
+
+UML_NODE_MB = 256.0
+"""Memory one UML node kernel may take: the ``mem=`` it boots with (clusters/netns/kernels/uml.py)."""
 
 RECORD_DISK_BYTES = 48.0
 """Disk per record: 39.6 B measured for a Parquet part of 200k realistic records, rounded up."""
@@ -72,22 +76,32 @@ class Machine:
 
 
 def check_pods(
-    *, targets: int, sources: int = 0, machine: Machine | None = None, adding: bool = False
+    *,
+    targets: int,
+    sources: int = 0,
+    uml_nodes: int = 0,
+    machine: Machine | None = None,
+    adding: bool = False,
 ) -> None:
-    """InvalidInput unless ``targets`` echo pods and the load generators of ``sources`` pods fit in memory.
+    """InvalidInput unless ``targets`` echo pods, the load generators of ``sources`` pods and ``uml_nodes``
+    node kernels fit in memory.
 
     ``adding``: the pods come on top of a running cluster (whose pods are already out of MemAvailable)."""
     machine = machine or Machine.here()
     generators = sources + 1 if sources else 0  # a worker per source pod and the master
-    need = targets * ECHO_POD_MB + generators * LOCUST_PROCESS_MB
+    fixed = generators * LOCUST_PROCESS_MB + uml_nodes * UML_NODE_MB
+    need = targets * ECHO_POD_MB + fixed
     have = machine.mem_available_mb * MEMORY_SHARE
     if need <= have:
         return
-    most = max(0, math.floor((have - generators * LOCUST_PROCESS_MB) / ECHO_POD_MB))
+    most = max(0, math.floor((have - fixed) / ECHO_POD_MB))
     more = "more " if adding else ""
     what = f"{targets} {more}echo pods" + (f" and {generators} load generators" if generators else "")
-    costs = f"{ECHO_POD_MB:g} MB per echo pod" + (
-        f", {LOCUST_PROCESS_MB:g} MB per load generator" if generators else ""
+    what += f" on {uml_nodes} UML nodes" if uml_nodes else ""
+    costs = (
+        f"{ECHO_POD_MB:g} MB per echo pod"
+        + (f", {LOCUST_PROCESS_MB:g} MB per load generator" if generators else "")
+        + (f", {UML_NODE_MB:g} MB per UML node kernel (its mem=)" if uml_nodes else "")
     )
     raise InvalidInput(
         f"{what} need ~{_gb(need)} ({costs}, measured), more than {MEMORY_SHARE:.0%} of this machine's "

@@ -116,3 +116,14 @@ def test_records_beyond_disk_or_report_memory_are_refused(tmp_path: Path) -> Non
 def test_this_machine_is_read() -> None:
     here = limits.Machine.here()
     assert here.mem_available_mb > 0 and here.open_files > 0
+
+
+def test_uml_node_kernels_count_with_the_memory_they_boot_with() -> None:
+    from balancebench.clusters.netns.kernels import uml
+
+    assert f"{limits.UML_NODE_MB:g}M" == uml.MEMORY
+    limits.check_pods(targets=6, uml_nodes=4, machine=SMALL)  # 240 MB + 1 GB of 3.2 GB
+    with pytest.raises(
+        InvalidInput, match=r"6 echo pods on 12 UML nodes need ~3.2 GB .* 256 MB per UML node"
+    ):
+        limits.check_pods(targets=6, uml_nodes=12, machine=SMALL)

@@ -228,12 +228,13 @@ class NetnsProvider:
 
     def check(self, spec: ClusterSpec) -> None:
         check_spec(spec)
-        check_machine(spec.dataplane, spec.node_kernel)
+        check_memory(spec, check_machine(spec.dataplane, spec.node_kernel))
 
     def up(self, spec: ClusterSpec, *, detach: bool = False) -> NetnsCluster:
         check_spec(spec)
         # The sandbox gets the resolved kernel, so what `auto` chose is decided once, here.
         spec = dataclasses.replace(spec, node_kernel=check_machine(spec.dataplane, spec.node_kernel))
+        check_memory(spec, spec.node_kernel)
         runtime.collect_garbage()
         lock = runtime.claim(spec.name)
         listener: socket.socket | None = None
@@ -361,7 +362,7 @@ def check_scale(current: ClusterStatus, targets: int) -> None:
 
 
 def check_spec(spec: ClusterSpec) -> None:
-    """Limits of the netns address plan and of this machine's memory, on top of ClusterSpec's own checks."""
+    """Limits of the netns address plan, on top of ClusterSpec's own checks."""
     if spec.nodes > addressing.MAX_NODES:
         raise InvalidInput(
             f"--nodes must be at most {addressing.MAX_NODES} for the netns provider, got {spec.nodes}"
@@ -382,7 +383,11 @@ def check_spec(spec: ClusterSpec) -> None:
             raise InvalidInput(f"{what} {port} is not a TCP port (1-65535)")
     if spec.target_port == spec.admin_port:
         raise InvalidInput(f"target port and admin port are both {spec.target_port}: they must differ")
-    limits.check_pods(targets=spec.targets)
+
+
+def check_memory(spec: ClusterSpec, node_kernel: str) -> None:
+    """The cluster's echo pods (and UML node kernels) must fit in this machine's memory."""
+    limits.check_pods(targets=spec.targets, uml_nodes=spec.nodes if node_kernel == "uml" else 0)
 
 
 def check_machine(dataplane: str, node_kernel: str = "auto") -> str:
