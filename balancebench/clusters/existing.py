@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -436,7 +437,7 @@ class KubeCluster:
         command += ["exec", "-i", "-n", self.namespace, pod, "--"]
         if env:
             command += ["env", *(f"{key}={value}" for key, value in env.items())]
-        return command + list(argv)
+        return command + [in_image(arg) for arg in argv]
 
     def scale(self, targets: int) -> ClusterStatus:
         if targets < 1:
@@ -638,6 +639,22 @@ class ExistingProvider:
         if removed:
             api.wait_namespace_gone(namespace_for(name), timeout=READY_TIMEOUT)
         return removed
+
+
+IMAGE_ROOT = "/app"
+"""Where the images hold the repository's folders (workloads/echo/Dockerfile, loadtests/Dockerfile)."""
+
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def in_image(arg: str) -> str:
+    """An argument as it must read inside a pod: this machine's Python is the image's ``python``, and
+    a path in this repository is the same path under ``/app`` (the images copy the folders there)."""
+    if arg == sys.executable:
+        return "python"
+    if arg == REPO_ROOT or arg.startswith(REPO_ROOT + os.sep):
+        return IMAGE_ROOT + arg[len(REPO_ROOT) :]
+    return arg
 
 
 def check_kube_spec(spec: ClusterSpec) -> None:

@@ -109,6 +109,17 @@ def test_up_status_scale_kill_ready_down(standin, tmp_path):
     assert provider.delete("t1") is False
 
 
+def test_exec_maps_this_machines_python_and_repository_into_the_image(standin, tmp_path):
+    import sys
+
+    from balancebench.loadrun import LOCUSTFILE
+
+    provider = provider_for(standin, tmp_path)
+    cluster = KubeCluster("t2", provider._api(), dataplane="iptables")
+    argv = cluster.exec_command("locust-worker-0", [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)])
+    assert argv[-5:] == ["python", "-m", "locust", "-f", "/app/loadtests/locustfile.py"]
+
+
 def test_exec_runs_kubectl_in_the_namespace(standin, tmp_path):
     provider = provider_for(standin, tmp_path)
     cluster = KubeCluster("t2", provider._api(), dataplane="iptables")
