@@ -32,13 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 import loadtests
 from analysis.records import RECORDS_DIR
 from balancebench.clusters.base import Cluster, Pod
-from balancebench.errors import BalancebenchError, InvalidInput, RunError
+from balancebench.errors import InvalidInput, RunError
 from balancebench.scenario import Cell
+from balancebench.servers import server_counts
 from loadtests import collect
 
 LOCUSTFILE = Path(loadtests.__file__).with_name("locustfile.py")
@@ -167,7 +166,7 @@ def run_cell(
     logs_dir.mkdir(parents=True, exist_ok=True)
 
     targets = [p.name for p in status.targets(ready_only=False)]
-    before, unread_before = _server_counts(cluster, targets)
+    before, unread_before = server_counts(cluster, targets)
     departed_before = set(cluster.departed())
     # The master (in a pod) streams every record batch it receives to its stdout; this process writes them.
     collector = collect.RecordCollector(sink=collect.ParquetSink(records_dir))
@@ -226,7 +225,7 @@ def run_cell(
     # Pods that died during the cell (kill, scale-down, rolling restart) were read just before they died.
     departed = {pod: n for pod, n in cluster.departed().items() if pod not in departed_before}
     targets += [pod for pod in departed if pod not in targets]
-    after, unread_after = _server_counts(cluster, [pod for pod in targets if pod not in departed])
+    after, unread_after = server_counts(cluster, [pod for pod in targets if pod not in departed])
     after.update(departed)
     unread = tuple(sorted(set(unread_before) | set(unread_after)))
     server_per_pod = {pod: after[pod] - before.get(pod, 0) for pod in after}
@@ -346,38 +345,6 @@ def _last_line(log: Path) -> str:
     except OSError:
         return "no log"
     return lines[-1].strip() if lines else "no output"
-
-
-def _server_counts(cluster: Cluster, pods: Sequence[str]) -> tuple[dict[str, int], list[str]]:
-    """Each pod's cumulative ``echo_requests_total`` (all statuses), and the pods that could not be read."""
-    counts: dict[str, int] = {}
-    unread: list[str] = []
-    for pod in pods:
-        try:
-            code, body = cluster.pod_http(pod, "/metrics")
-        except (BalancebenchError, OSError):
-            unread.append(pod)
-            continue
-        if code != 200:
-            unread.append(pod)
-            continue
-        counts[pod] = requests_total(body.decode("utf-8", "replace"))
-    return counts, unread
-
-
-def requests_total(metrics_text: str) -> int:
-    """The sum of ``echo_requests_total`` over its label sets in a Prometheus text exposition."""
-    return int(metric_sum(metrics_text, "echo_requests_total"))
-
-
-def metric_sum(metrics_text: str, name: str) -> float:
-    """The sum of the samples called ``name`` over their label sets in a Prometheus text exposition."""
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(metrics_text)
-        for sample in family.samples
-        if sample.name == name
-    )
 
 
 class _MasterReader:

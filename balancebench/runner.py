@@ -39,8 +39,9 @@ from balancebench.clusters.base import Cluster, ClusterSpec, ProviderOptions
 from balancebench.clusters.plan import Plan
 from balancebench.errors import InvalidInput, MissingFeature, RunError
 from balancebench.events.timeline import Timeline
-from balancebench.loadrun import CellProgress, CellResult, metric_sum, run_cell
+from balancebench.loadrun import CellProgress, CellResult, run_cell
 from balancebench.scenario import MAX_DURATION, Cell, Scenario
+from balancebench.servers import metric_sum
 from loadtests.drivers import driver_missing
 from loadtests.policy import parse_policy
 

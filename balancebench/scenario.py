@@ -32,31 +32,11 @@ from pydantic import (
 
 from balancebench.clusters import registry
 from balancebench.clusters.base import DATAPLANES, dataplane_choices, is_dataplane
+from balancebench.durations import Duration
 from balancebench.errors import InvalidInput
 from balancebench.events import Event, PlanError, check_timeline, parse_event
 from balancebench.names import SCENARIO_NAME_MAX
 from loadtests.load import Load
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``250ms``, ``1.5s``, ``2m``, ``1h`` or a bare number of seconds (zero allowed)."""
-    from loadtests.policy import PolicyError
-    from loadtests.policy import parse_duration as parse_text
-
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '250ms', '20s' or '2m', got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"must not be negative, got {value!r}")
-        return float(value)
-    try:
-        return parse_text(str(value), what="the value", allow_zero=True)
-    except PolicyError as exc:
-        raise ValueError(str(exc)) from None
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-"""Seconds, written in YAML as ``250ms``, ``20s``, ``2m`` or a number."""
 
 Dataplane = str
 """A dataplane name (``clusters.base.is_dataplane``); the provider's ``check`` says if it runs it."""

@@ -19,11 +19,10 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from balancebench.clusters.base import Cluster
+from balancebench.durations import parse_duration
 
 
 def _duration(value: object) -> float:
-    from balancebench.scenario import parse_duration  # the scenario module imports this one
-
     return parse_duration(value)
 
 

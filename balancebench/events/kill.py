@@ -54,7 +54,7 @@ class Kill(Event):
 
 
 def _busiest(context: EventContext, pods: list[str]) -> str:
-    from balancebench.loadrun import metric_sum
+    from balancebench.servers import metric_sum
 
     def connections(pod: str) -> float:
         code, body = context.cluster.pod_http(pod, "/metrics")

@@ -58,7 +58,7 @@ class Timeline:
 
     def start(self) -> None:
         """Read the servers' counters (the load has not started yet) and start waiting for it."""
-        from balancebench.loadrun import requests_total
+        from balancebench.servers import requests_total
 
         pods = self.cluster.status().targets(ready_only=False)
         self.initial_nodes = {p.name: p.node for p in pods}
@@ -99,7 +99,7 @@ class Timeline:
             self.records.append(self._record(event, started, time.time(), detail, error))
 
     def _await_first_request(self) -> float | None:
-        from balancebench.loadrun import requests_total
+        from balancebench.servers import requests_total
 
         deadline = time.monotonic() + START_TIMEOUT
         while not self._stop.is_set() and time.monotonic() < deadline:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from balancebench.durations import parse_duration
 from balancebench.errors import InvalidInput
-from balancebench.scenario import load_scenario, parse_duration
+from balancebench.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "loadtests" / "scenarios"
