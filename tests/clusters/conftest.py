@@ -100,6 +100,7 @@ class Traces:
     taken_at: int = 0  # clock ticks since boot
     namespaces: set[str] = field(default_factory=set)  # "pid:[…]", "net:[…]", "mnt:[…]" of the sandbox
     processes: dict[int, int] = field(default_factory=dict)  # pid -> start time in ticks since boot
+    commands: dict[int, str] = field(default_factory=dict)  # pid -> command line when the traces were taken
     cgroup: Path | None = None
     bpf_programs: set[int] = field(default_factory=set)
     bpf_maps: set[int] = field(default_factory=set)
@@ -112,6 +113,7 @@ class Traces:
         for kind in ("pid", "net", "mnt"):
             traces.namespaces.add(os.readlink(f"/proc/{supervisor}/ns/{kind}"))
         traces.processes = traces._live()
+        traces.commands = {pid: _cmdline(pid) for pid in traces.processes}
         traces.cgroup = runtime.cluster_cgroup(name)
         if traces.cgroup is not None and traces.cgroup.exists():
             attached = _bpftool("cgroup", "show", str(traces.cgroup))

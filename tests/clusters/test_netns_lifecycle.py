@@ -7,6 +7,7 @@ checks every one of those is gone: namespaces, processes, links, rules, BPF obje
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,12 +15,15 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from balancebench.clusters.base import ClusterSpec
 from balancebench.clusters.netns import NetnsProvider, runtime
-from tests.clusters.conftest import PodClient, Traces, leak_test_dataplane, require, unique_name
+from balancebench.clusters.netns.provider import check_machine
+from balancebench.errors import MissingFeature
+from tests.clusters.conftest import PodClient, Traces, _cmdline, leak_test_dataplane, require, unique_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -90,6 +94,7 @@ def _end_with_sigkill_of_keeper(spec: ClusterSpec) -> Traces:
 def _end_with_ctrl_c_during_up(spec: ClusterSpec) -> Traces:
     # Echo pods that never report ready keep `up` waiting for as long as the test needs.
     up = ["cluster", "up", "--name", spec.name, "--dataplane", spec.dataplane, "--targets", "2"]
+    up += ["--node-kernel", spec.node_kernel]
     cli = subprocess.Popen(
         [*BALANCEBENCH, *up, "--sources", "1", "--echo-arg=--not-ready"],
         stdout=subprocess.PIPE,
@@ -154,6 +159,58 @@ def test_nothing_remains(tag: str, end: Callable[[ClusterSpec], Traces]) -> None
         traces.assert_gone()
     finally:
         NetnsProvider().delete(spec.name)
+
+
+def _uml_files() -> set[str]:
+    """Files UML could leave on the host: its default control folder and memory files in /tmp."""
+    found = {str(p) for p in Path("/tmp").glob("vm_file-*")}
+    uml_dir = Path.home() / ".uml"
+    return found | ({str(uml_dir)} if uml_dir.exists() else set())
+
+
+@pytest.mark.parametrize(
+    ("tag", "end"),
+    [
+        ("uml-down", _end_with_down),
+        ("uml-kill-sup", _end_with_sigkill_of_supervisor),
+        ("uml-ctrl-c", lambda spec: _ctrl_c_once_uml_runs(spec)),
+    ],
+)
+def test_nothing_remains_of_uml_nodes(tag: str, end: Callable[[ClusterSpec], Traces]) -> None:
+    """UML node kernels are processes of the sandbox with TAPs inside it: they go with it, however it ends."""
+    try:
+        check_machine("ipvs", "uml")
+    except MissingFeature as exc:
+        pytest.skip(str(exc))
+    before = _uml_files()
+    spec = dataclasses.replace(_spec(tag), dataplane="ipvs", node_kernel="uml")
+    try:
+        traces = end(spec)
+        kernels = [pid for pid, command in traces.commands.items() if command.startswith("linux.uml")]
+        assert kernels, "no UML kernel process was seen"
+        traces.assert_gone()
+        assert not [pid for pid in kernels if os.path.exists(f"/proc/{pid}")]
+        assert _uml_files() <= before
+    finally:
+        NetnsProvider().delete(spec.name)
+
+
+def _ctrl_c_once_uml_runs(spec: ClusterSpec) -> Traces:
+    """Ctrl-C while the node kernels run and `up` waits for pods that never get ready."""
+    up = ["cluster", "up", "--name", spec.name, "--dataplane", "ipvs", "--node-kernel", "uml"]
+    cli = subprocess.Popen(
+        [*BALANCEBENCH, *up, "--targets", "2", "--sources", "1", "--echo-arg=--not-ready"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _wait(lambda: runtime.find_supervisor_pid(spec.name) is not None, "the supervisor to start")
+    _wait(lambda: any("linux.uml" in _cmdline(pid) for pid in Traces.of(spec.name).processes), "UML to boot")
+    traces = Traces.of(spec.name)
+    cli.send_signal(signal.SIGINT)
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 130, (out, err)
+    assert b"Traceback" not in err
+    return traces
 
 
 def test_detached_cluster_is_found_again_by_name() -> None:

@@ -228,7 +228,7 @@ class UmlNodes:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TMPDIR": str(STATE_DIR)},
+                env={**os.environ, "TMPDIR": str(STATE_DIR)},  # keeps the cluster's label on the kernel
                 start_new_session=True,
             )
 
