@@ -4,6 +4,8 @@ Reads commands on stdin, one per line, and answers each with one line per reques
 
     new N    N requests, each on a new TCP connection
     keep N   N requests on this client's one kept-alive connection (opened on first use)
+    from P   one request on a new connection from local port P (closed with a reset, so the port is
+             free again at once: a hashing scheduler sees the same client address and port each time)
 
 A request line is ``<X-Pod-Name> <X-Conn-Id>``, or ``error <ExceptionName>`` (the kept-alive connection is
 then dropped, so the next ``keep`` opens a new one). The client exits on EOF, and after 120 s whatever
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import http.client
 import signal
+import socket
+import struct
 import sys
 from urllib.parse import urlsplit
 
@@ -40,7 +44,8 @@ def main() -> int:
         words = line.split()
         if not words:
             continue
-        command, count = words[0], min(int(words[1]), MAX_REQUESTS)
+        command, number = words[0], int(words[1])
+        local_port, count = (number, 1) if command == "from" else (0, min(number, MAX_REQUESTS))
         out = []
         for _ in range(count):
             if command == "new":
@@ -50,6 +55,18 @@ def main() -> int:
                 except (OSError, http.client.HTTPException) as exc:
                     out.append(f"error {type(exc).__name__}")
                 finally:
+                    conn.close()
+            elif command == "from":
+                conn = http.client.HTTPConnection(
+                    host, port, timeout=TIMEOUT_S, source_address=("", local_port)
+                )
+                try:
+                    out.append(_request(conn, path))
+                except (OSError, http.client.HTTPException) as exc:
+                    out.append(f"error {type(exc).__name__}")
+                finally:
+                    if conn.sock is not None:
+                        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     conn.close()
             elif command == "keep":
                 if kept is None:
