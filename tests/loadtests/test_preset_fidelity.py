@@ -38,8 +38,8 @@ PODS = 6
 PODS_USED_TOLERANCE = 0.5
 
 SHAPES = {
-    "continuous": ["--stop-after", "1.5s"],
-    "pauses": ["--stop-after", "2s", "--burst", "5", "--pause", "300ms"],
+    "continuous": ["--duration", "1.5s"],
+    "pauses": ["--duration", "2s", "--burst", "5", "--pause", "300ms"],
 }
 
 
@@ -112,9 +112,9 @@ def test_a_capped_pool_hands_returned_connections_to_waiting_requests(
     # 8 users on at most 4 connections: requests always wait, so Go hands every returned connection to a
     # waiting request and never closes one for the idle cap of 1. The model does the same.
     policy = "go,max-idle=1,max-conns=4"
-    model = run_locust(slow_echo, tmp_path / "m", policy=policy, users=8, args=["--stop-after", "1.5s"])
+    model = run_locust(slow_echo, tmp_path / "m", policy=policy, users=8, args=["--duration", "1.5s"])
     real = run_locust(
-        slow_echo, tmp_path / "r", policy=policy, users=8, args=["--driver", "go", "--stop-after", "1.5s"]
+        slow_echo, tmp_path / "r", policy=policy, users=8, args=["--driver", "go", "--duration", "1.5s"]
     )
     assert model.server_connections == 4
     # Go also closes a connection when nobody happens to wait at that instant (start, end): a few more.

@@ -154,3 +154,21 @@ def test_real_clients_pick_the_connection_their_preset_says(driver: str, policy:
             process.close()
     assert opened == sorted(opened) and len(set(opened)) == 4
     assert following == [opened[0] if picks == "oldest" else opened[-1]] * 3
+
+
+@pytest.mark.parametrize("driver", [GO, OKHTTP])
+def test_real_driver_runs_the_open_loop_and_flags_warmup(
+    echo: EchoProcess, tmp_path: Path, driver: str
+) -> None:
+    # The Locust users keep the load model: 40 requests/s for 2 s, the first 500 ms flagged warm-up.
+    run = run_locust(
+        echo, tmp_path, policy="keepalive", users=2,
+        args=["--driver", driver, "--rate", "40", "--warmup", "500ms", "--duration", "2s"],
+    )  # fmt: skip
+    rows = sorted(run.rows, key=lambda r: r["ts"])
+    assert len(rows) > 20 and run.server_requests == len(rows)
+    gaps = [b["ts"] - a["ts"] for a, b in itertools.pairwise(rows)]
+    assert all(abs(gap - 0.025) < 1e-6 for gap in gaps)  # the schedule's intended times, 40/s
+    assert sum(r["warmup"] for r in rows) == 20  # the slots before 500 ms
+    assert all(r["error"] == "" and r["wait_ms"] >= 0 for r in rows)
+    assert run.client_connections() == run.server_connections == 2
