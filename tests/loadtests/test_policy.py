@@ -111,17 +111,6 @@ def test_policy_validates_on_construction(kwargs: dict[str, object], says: str) 
         PoolPolicy(**kwargs)  # type: ignore[arg-type]
 
 
-def test_presets_cite_real_clients() -> None:
-    # The documented defaults of the clients the presets are named after.
-    assert (PRESETS["okhttp"].max_idle, PRESETS["okhttp"].idle_timeout) == (5, 300.0)
-    assert (PRESETS["go"].max_idle, PRESETS["go"].idle_timeout, PRESETS["go"].pick) == (2, 90.0, "mru")
-    assert (PRESETS["requests"].max_idle, PRESETS["requests"].idle_timeout) == (10, None)
-    assert (PRESETS["httpx"].max_idle, PRESETS["httpx"].idle_timeout) == (20, 5.0)
-    assert PRESETS["aiohttp"].idle_timeout == 15.0
-    assert PRESETS["jdk"].idle_timeout == 1200.0
-    assert PRESETS["per-request"].keepalive is False
-
-
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("250ms", 0.25), ("1s", 1.0), ("1.5s", 1.5), ("5m", 300.0), ("2h", 7200.0), ("3", 3.0), (".5s", 0.5)],
