@@ -158,6 +158,7 @@ def run_cell(
         raise InvalidInput(f"cell {cell.id}: a cell needs a duration, e.g. 15s")
     status = cluster.status()
     sources = _pick_sources(status.sources(), source_pods, cluster.name)
+    master_pod = status.load_master or sources[0]  # a pod of its own where the cluster has one (kind)
     service = status.service
     host = f"http://{service.cluster_ip}:{service.port}"
     records_dir = run_dir / RECORDS_DIR
@@ -186,14 +187,14 @@ def run_cell(
         "-H", host, "--exit-code-on-error", "0", *options,
     ]  # fmt: skip
     worker_argv = [
-        *common, "--worker", "--master-host", sources[0].ip, "--master-port", str(master_port), *options,
+        *common, "--worker", "--master-host", master_pod.ip, "--master-port", str(master_port), *options,
     ]  # fmt: skip
 
     processes: list[_Process] = []
     reader: _MasterReader | None = None
     started = time.monotonic()
     try:
-        master = _start(cluster, sources[0].name, master_argv, logs_dir / "master.log", "master", stream=True)
+        master = _start(cluster, master_pod.name, master_argv, logs_dir / "master.log", "master", stream=True)
         processes.append(master)
         reader = _MasterReader(master, collector)
         for pod in sources:

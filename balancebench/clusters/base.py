@@ -49,7 +49,7 @@ NODE_KERNELS: tuple[str, ...] = ("auto", "host", "uml")
 per node, for what the host lacks, such as IPVS), or ``auto`` (uml exactly when the dataplane needs it)."""
 
 
-PodRole = Literal["target", "source"]
+PodRole = Literal["target", "source", "master"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +146,9 @@ class ClusterStatus:
     service: Service
     pods: tuple[Pod, ...]
     kernel: NodeKernel | None = None
+    load_master: Pod | None = None
+    """A pod of its own for the Locust master (kind, existing: manifests/kubernetes/locust-master.yaml);
+    None: the master runs in the first source pod. Not one of ``pods``: it sends no load."""
 
     def targets(self, *, ready_only: bool = True) -> list[Pod]:
         return [p for p in self.pods if p.role == "target" and (p.ready or not ready_only)]

@@ -380,8 +380,9 @@ class KubeCluster:
         if spec is None or not spec.ports:
             raise ClusterError(f"Service echo in {self.namespace} has no ports")
         port = spec.ports[0]
-        pods = [p for p in (_pod(pod) for pod in self.api.pods(self.namespace)) if p is not None]
-        pods.sort(key=lambda p: (p.role != "target", p.name))
+        every = [p for p in (_pod(pod) for pod in self.api.pods(self.namespace)) if p is not None]
+        masters = [p for p in every if p.role == "master" and p.ready]
+        pods = sorted((p for p in every if p.role != "master"), key=lambda p: (p.role != "target", p.name))
         return ClusterStatus(
             name=self.name,
             provider=self.provider_name,
@@ -394,6 +395,7 @@ class KubeCluster:
                 target_port=_target_port(port.target_port),
             ),
             pods=tuple(pods),
+            load_master=masters[0] if masters else None,
         )
 
     def _nodes(self, pods: Sequence[Pod]) -> list[str]:
@@ -719,11 +721,11 @@ def _ready(pod: V1Pod) -> bool:
 
 def _pod(pod: V1Pod) -> Pod | None:
     role = _role(pod)
-    if role not in ("target", "source") or _meta(pod).deletion_timestamp is not None:
+    if role not in ("target", "source", "master") or _meta(pod).deletion_timestamp is not None:
         return None
     return Pod(
         name=str(_name(pod)),
-        role="target" if role == "target" else "source",
+        role="target" if role == "target" else "source" if role == "source" else "master",
         node=str(pod.spec.node_name or "") if pod.spec else "",
         ip=str(pod.status.pod_ip or "") if pod.status else "",
         ready=_ready(pod),

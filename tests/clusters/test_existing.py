@@ -72,6 +72,8 @@ def test_up_status_scale_kill_ready_down(standin, tmp_path):
     assert status.provider == "existing" and status.dataplane == "iptables"
     assert status.nodes == ("w1", "w2")  # the control plane is not a worker
     assert len(status.targets()) == 3 and len(status.sources()) == 2
+    assert status.load_master is not None and status.load_master.name.startswith("locust-master-")
+    assert status.load_master.name not in {p.name for p in status.pods}  # it sends no load
     assert {p.node for p in status.targets()} == {"w1", "w2"}  # spread over the workers
     assert status.service.cluster_ip.startswith("10.96.") and status.service.node_port == 30080
     assert provider.list() == ["t1"]
