@@ -1,8 +1,9 @@
 """What recording costs: requests/s of the policy-enforcing user with full recording vs a bare FastHttpUser.
 
-Both run as one Locust process in the same source pod against the same Service of the same cluster, in
-alternating rounds (so drift on a shared machine hits both alike); the table shows the median of each and
-the ratio. Goal: the recording policy user keeps at least 90 % of the bare FastHttpUser's throughput.
+Both run as a Locust master and one worker in the same source pod against the same Service of the same
+cluster (the recording worker sends its records to the master over Locust's messages), in alternating
+rounds (so drift on a shared machine hits both alike); the table shows the median of each and the ratio.
+Goal: the recording policy user keeps at least 90 % of the bare FastHttpUser's throughput.
 
     .venv/bin/python benchmarks/recording_overhead.py                 # netns cluster (root), nftables
     .venv/bin/python benchmarks/recording_overhead.py --loopback      # one echo server on loopback
@@ -11,6 +12,7 @@ the ratio. Goal: the recording policy user keeps at least 90 % of the bare FastH
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -22,9 +24,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 
 from balancebench.loadrun import LOCUSTFILE
+from loadtests.collect import read_frames
 
 BARE_LOCUSTFILE = '''
 from locust import FastHttpUser, task
@@ -38,36 +41,68 @@ class BareFastHttpUser(FastHttpUser):
         self.client.get("/")
 '''
 
-Exec = Callable[[list[str]], "subprocess.Popen[bytes]"]
+Exec = Callable[[list[str], int | None], "subprocess.Popen[bytes]"]
+"""Start a program in the source pod (or on loopback), its stdout to the given fd (None: discarded)."""
+
+_ports = itertools.count(5600)
 
 
 def run_variant(launch: Exec, host: str, variant: str, *, users: int, seconds: int, work: Path) -> float:
-    """Requests/s of one Locust run of ``variant``, from Locust's own request stats."""
+    """Requests/s of one distributed Locust run of ``variant`` (a master and one worker in the same pod),
+    from the master's own request stats. With records, the worker sends them to the master over Locust's
+    messages and the master streams them to its stdout (``--records-dir -``), as in ``balancebench run``."""
     stats = work / f"stats-{time.monotonic_ns()}"  # Locust appends ".json"
-    argv = [sys.executable, "-m", "locust", "--headless", "--only-summary", "--skip-log-setup", "-H", host]
-    argv += ["-u", str(users), "-r", str(users * 10), "-t", f"{seconds}s", "--json-file", str(stats)]
+    port = str(next(_ports))
+    common = [sys.executable, "-m", "locust", "--headless", "--only-summary", "--skip-log-setup", "-H", host]
+    master = [*common, "--master", "--expect-workers", "1", "--master-bind-port", port]
+    master += ["-u", str(users), "-r", str(users * 10), "--json-file", str(stats)]
+    worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
     if variant == "bare FastHttpUser":
         bare = work / "bare_locustfile.py"
         bare.write_text(BARE_LOCUSTFILE)
-        argv += ["-f", str(bare)]
+        master += ["-f", str(bare), "-t", f"{seconds}s"]
+        worker += ["-f", str(bare)]
     else:
-        argv += ["-f", str(LOCUSTFILE), "--policy", "keepalive", "--cell", "overhead"]
+        options = ["-f", str(LOCUSTFILE), "--policy", "keepalive", "--cell", "overhead"]
+        options += ["--duration", f"{seconds}s", "--warmup", "0"]
         if variant == "policy user + records":
-            argv += ["--records-dir", str(work / "records")]
-    process = launch(argv)
+            options += ["--records-dir", "-"]
+        master += [*options, "-t", f"{seconds + 60}s"]  # the master ends the run at --duration itself
+        worker += options
+    stream = (work / f"records-{port}.stream").open("wb")
+    processes = [launch(master, stream.fileno()), launch(worker, None)]
     try:
-        process.wait(timeout=seconds + 60)
+        for process in processes:
+            process.wait(timeout=seconds + 90)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    if process.returncode != 0:
-        raise SystemExit(f"recording_overhead: locust ({variant}) exited with {process.returncode}")
+        stream.close()
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    if any(process.returncode != 0 for process in processes):
+        codes = [process.returncode for process in processes]
+        raise SystemExit(f"recording_overhead: locust ({variant}) exited with {codes}")
     entries = json.loads(stats.with_name(stats.name + ".json").read_text())
     total = sum(e["num_requests"] for e in entries)
     start = min(e["start_time"] for e in entries)
     last = max(e["last_request_timestamp"] for e in entries)
     return total / (last - start)
+
+
+def recorded_rows(work: Path) -> tuple[int, int]:
+    """Rows and batches that reached the masters' stdout streams (what ``balancebench run`` would write)."""
+    rows = batches = 0
+
+    def count(table: pa.Table) -> None:
+        nonlocal rows, batches
+        rows += table.num_rows
+        batches += 1
+
+    for path in sorted(work.glob("records-*.stream")):
+        with path.open("rb") as lines:
+            read_frames(lines, on_table=count, on_end=lambda summary: None, on_other=lambda line: None)
+    return rows, batches
 
 
 @contextmanager
@@ -76,8 +111,9 @@ def loopback_target() -> Iterator[tuple[Exec, str, str]]:
 
     with EchoProcess(env={"POD_NAME": "echo-0", "NODE_NAME": "local"}) as echo:
 
-        def launch(argv: list[str]) -> subprocess.Popen[bytes]:
-            return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        def launch(argv: list[str], stdout: int | None) -> subprocess.Popen[bytes]:
+            out = subprocess.DEVNULL if stdout is None else stdout
+            return subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL)
 
         yield launch, f"http://{echo.host}:{echo.port}", "loopback, 1 echo server"
 
@@ -92,8 +128,9 @@ def netns_target(dataplane: str) -> Iterator[tuple[Exec, str, str]]:
         status = cluster.status()
         source = status.sources()[0].name
 
-        def launch(argv: list[str]) -> subprocess.Popen[bytes]:
-            return cluster.exec(source, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        def launch(argv: list[str], stdout: int | None) -> subprocess.Popen[bytes]:
+            out = subprocess.DEVNULL if stdout is None else stdout
+            return cluster.exec(source, argv, stdout=out, stderr=subprocess.DEVNULL)
 
         host = f"http://{status.service.cluster_ip}:{status.service.port}"
         yield launch, host, f"netns cluster, {dataplane}, 2 nodes, 6 echo pods"
@@ -118,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 rates[variant].append(
                     run_variant(launch, host, variant, users=args.users, seconds=args.seconds, work=work)
                 )
-        recorded = pq.read_table(work / "records").num_rows
+        recorded, batches = recorded_rows(work)
 
     base = statistics.median(rates[variants[0]])
     print(f"recording overhead: {where}; {args.users} users, {args.rounds} x {args.seconds}s rounds each")
@@ -128,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         rounds = " ".join(f"{r:,.0f}" for r in rates[variant])
         print(f"{variant:<26} {median:>12,.0f} {rounds:>30} {median / base:>8.1%}")
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"records written: {recorded:,} rows; load average {load} on {os.cpu_count()} CPUs")
+    print(f"records over Locust's messages: {recorded:,} rows in {batches} batches")
+    print(f"load average {load} on {os.cpu_count()} CPUs")
     print("goal: policy user + records >= 90% of bare FastHttpUser")
     return 0
 
