@@ -219,6 +219,9 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
             for pod, kinds in entry["errors_by_pod"].items()
         ]
         errors = "<h3>Errors by pod</h3>" + _table(("pod", "errors by kind"), rows)
+    chance = ""
+    if entry.get("chance"):
+        chance = f'<p class="chance">Against chance: {_e(entry["chance"]["sentence"])}.</p>'
     explained = explain_lines(entry)
     explain = ""
     if explained:
@@ -240,6 +243,7 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
     return f"""<section class="cell" id="{anchor}">
 <h2>{_e(entry["cell"])}</h2>
 <p class="sentence">{_e(entry["sentence"])}</p>
+{chance}
 <dl class="facts">{fact_html}</dl>
 <ul class="details">{details}</ul>
 <div class="grid">{"".join(figures)}</div>

@@ -317,7 +317,11 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         "## Findings",
         "",
     ]
-    lines += [f"- {entry['sentence']}" for entry in summary["cells"]]
+    for entry in summary["cells"]:
+        lines.append(f"- {entry['sentence']}")
+        chance = entry.get("chance")
+        if chance:
+            lines.append(f"  - against chance: {chance['sentence']}")
     lines += [
         "",
         "## Cells ranked by balance",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,9 @@ import pytest
 from analysis.explain import Explain, explain_cell, explain_lines
 from analysis.manifest import Run
 from analysis.metrics import compute_run
+from analysis.report import write_report
 from analysis.summary import build_summary, render_markdown
+from analysis.synthetic import DEFAULT_CELLS, write_synthetic_run
 from tests.analysis.builders import frame, meta, spread
 
 PODS = [f"echo-{i}" for i in range(6)]
@@ -147,7 +151,8 @@ def test_summary_and_markdown_carry_the_chance_and_explain_fields() -> None:
     ]
     assert [c["requests"] for c in entry["explain"]["connections"]] == [5, 5]
     markdown = render_markdown(summary)
-    assert "chance expects 1.8 pods used — too few connections, not the dataplane" in markdown
+    findings = markdown.split("## Findings")[1].split("##")[0]
+    assert "  - against chance: 2 connections over 6 pods: chance expects 1.8 pods used" in findings
     assert "source-0 (node-0): 2 connections, 10 requests → echo-0 ×1, echo-1 ×1" in explain_lines(entry)
 
 
@@ -155,3 +160,13 @@ def test_a_cell_nothing_answered_has_no_explain() -> None:
     run = Run(scenario="s", cells=[meta(pods=6)])
     summary = build_summary(run, compute_run(run, frame([])))
     assert summary["cells"][0]["chance"] is None and summary["cells"][0]["explain"] is None
+
+
+def test_the_report_shows_chance_and_explain_for_every_cell(tmp_path: Path) -> None:
+    write_synthetic_run(tmp_path / "run", rows=6_000, cells=DEFAULT_CELLS[:2], parts_per_cell=1)
+    files = write_report(tmp_path / "run")
+    page = files.report_html.read_text()
+    for entry in files.summary["cells"]:
+        assert entry["chance"]["verdict"] in ("better", "chance", "worse")
+        assert html.escape(entry["chance"]["sentence"]) in page
+    assert page.count("Explain: client pod → node → connection → target pod") == 2
