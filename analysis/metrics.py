@@ -31,20 +31,46 @@ Definitions (the contract ``summary.json`` documents field by field):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import special
 
 from analysis import hdr
-from analysis.events import CellChanges, Reconciliation, compute_changes, reconcile
-from analysis.explain import Explain, explain_cell
+from analysis.balance import Balance, balance_of
+from analysis.events import compute_changes, reconcile
+from analysis.explain import explain_cell
 from analysis.loading import RecordColumns
 from analysis.manifest import CellMeta, PodRef, Run
+from analysis.metric_types import (
+    CellMetrics,
+    Connections,
+    Distribution,
+    LatencySummary,
+    PodMetrics,
+    SourceTargetMatrix,
+    TimeSeries,
+)
 from analysis.records import ERROR_KINDS
+
+__all__ = [
+    "LATENCY_PERCENTILES",
+    "NO_RESPONSE",
+    "SPECTRUM_PERCENTILES",
+    "Balance",
+    "CellMetrics",
+    "Connections",
+    "Distribution",
+    "LatencySummary",
+    "PodMetrics",
+    "SourceTargetMatrix",
+    "TimeSeries",
+    "balance_of",
+    "compute_cell",
+    "compute_run",
+]
 
 LATENCY_PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 """The percentiles every latency summary reports (p50, p90, p99, p99.9)."""
@@ -60,148 +86,6 @@ NO_RESPONSE = "(no response)"
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True, kw_only=True)
-class LatencySummary:
-    """HDR percentiles in milliseconds over ``count`` requests; every figure is None when count is 0."""
-
-    count: int
-    p50: float | None = None
-    p90: float | None = None
-    p99: float | None = None
-    p999: float | None = None
-    max: float | None = None
-    mean: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Distribution:
-    """p50, mean and max of a per-connection quantity; None when there is no connection."""
-
-    count: int
-    p50: float | None = None
-    mean: float | None = None
-    max: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Balance:
-    """How evenly answered requests spread over the cell's target pods (None: nothing answered)."""
-
-    pods_total: int
-    pods_used: int
-    jain: float | None = None
-    max_mean: float | None = None
-    min_max: float | None = None
-    cov: float | None = None
-    chi2_p: float | None = None
-    top_share: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class PodMetrics:
-    """One target pod: what it answered, over how many connections, how fast, and which errors it sent."""
-
-    pod: str
-    node: str | None
-    listed: bool
-    requests: int
-    share: float | None
-    ok: int
-    errors: int
-    errors_by_kind: Mapping[str, int]
-    connections: int
-    latency: LatencySummary
-    spectrum_ms: tuple[float | None, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Connections:
-    """Connection telemetry: sockets used vs ideal, server connections, reuse and what reconnects cost."""
-
-    sockets_used: int
-    sockets_ideal: int | None
-    server_connections: int
-    requests_per_connection: Distribution
-    lifetime_s: Distribution
-    new_connection_requests: int
-    reused_connection_requests: int
-    new_connection_latency: LatencySummary
-    reused_connection_latency: LatencySummary
-
-    @property
-    def new_connection_fraction(self) -> float | None:
-        """Share of answered requests that had to open a connection first."""
-        total = self.new_connection_requests + self.reused_connection_requests
-        return self.new_connection_requests / total if total else None
-
-    @property
-    def reconnect_cost_p50_ms(self) -> float | None:
-        """Extra median latency of a request that opened its connection over one that reused a connection."""
-        new, reused = self.new_connection_latency.p50, self.reused_connection_latency.p50
-        return new - reused if new is not None and reused is not None else None
-
-
-@dataclass(frozen=True, kw_only=True)
-class SourceTargetMatrix:
-    """Answered requests from each source pod (rows) to each target pod (columns)."""
-
-    sources: tuple[str, ...]
-    targets: tuple[str, ...]
-    requests: tuple[tuple[int, ...], ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class TimeSeries:
-    """Answered requests per target pod per time bin (and errors per bin), from the cell's first send."""
-
-    bin_s: int
-    start_ts: float | None
-    pods: tuple[str, ...]
-    requests: tuple[tuple[int, ...], ...]
-    errors: tuple[int, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class CellMetrics:
-    """Everything measured about one scenario cell."""
-
-    meta: CellMeta
-    requests: int
-    warmup_excluded: int
-    answered: int
-    ok: int
-    errors: int
-    duration_s: float | None
-    pods: tuple[PodMetrics, ...]
-    balance: Balance
-    latency: LatencySummary
-    latency_corrected: LatencySummary | None
-    spectrum_ms: tuple[float | None, ...]
-    connections: Connections
-    errors_by_kind: Mapping[str, int]
-    errors_by_pod: Mapping[str, Mapping[str, int]]
-    matrix: SourceTargetMatrix
-    timeseries: TimeSeries
-    explain: Explain | None = None
-    """Client pod → node → connection → target pod, against what chance predicts (:mod:`analysis.explain`)."""
-    reconciliation: Reconciliation | None = None
-    """Client attempts = answered by a server + failed without reaching one (:mod:`analysis.events`)."""
-    changes: CellChanges | None = None
-    """What the cell's events (scale, kill, rolling restart …) did; None without events."""
-
-    @property
-    def cell(self) -> str:
-        return self.meta.cell
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.requests if self.requests else None
-
-    @property
-    def throughput_rps(self) -> float | None:
-        return self.requests / self.duration_s if self.duration_s else None
 
 
 def compute_cell(records: pd.DataFrame | RecordColumns, cell: CellMeta) -> CellMetrics:
@@ -493,37 +377,6 @@ def _metrics(
         matrix=_matrix(data, answered, sources, targets),
         timeseries=_timeseries(data, answered, failed, targets),
         explain=explain,
-    )
-
-
-def balance_of(pod_requests: npt.ArrayLike) -> Balance:
-    """Balance figures of per-pod request counts, one entry per target pod (zeros included).
-
-    >>> balance_of([50, 50, 0, 0, 0, 0]).jain
-    0.3333333333333333
-    """
-    counts = np.asarray(pod_requests, dtype=np.float64)
-    n = int(counts.size)
-    total = float(counts.sum())
-    used = int(np.count_nonzero(counts))
-    if n == 0 or total <= 0:
-        return Balance(pods_total=n, pods_used=used)
-    mean = total / n
-    peak = float(counts.max())
-    chi2_p = None
-    if n > 1:
-        # Pearson's χ² against an even spread, as scipy.stats.chisquare computes it (without its import cost).
-        statistic = float(np.square(counts - mean).sum() / mean)
-        chi2_p = float(special.chdtrc(n - 1, statistic))
-    return Balance(
-        pods_total=n,
-        pods_used=used,
-        jain=total * total / (n * float(np.square(counts).sum())),
-        max_mean=peak / mean,
-        min_max=float(counts.min()) / peak,
-        cov=float(counts.std()) / mean,
-        chi2_p=_finite(chi2_p),
-        top_share=peak / total,
     )
 
 
