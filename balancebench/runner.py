@@ -35,7 +35,7 @@ from analysis.manifest import (
     write_run,
 )
 from balancebench.clusters import registry
-from balancebench.clusters.base import Cluster, ClusterSpec, ProviderOptions
+from balancebench.clusters.base import Cluster, ClusterSpec, Provider, ProviderOptions
 from balancebench.clusters.plan import Plan
 from balancebench.errors import InvalidInput, MissingFeature, RunError
 from balancebench.events.timeline import Timeline
@@ -144,7 +144,7 @@ def plan(scenario: Scenario, options: ProviderOptions | None = None) -> tuple[Sc
     provider = registry.resolve(scenario.cluster.provider, options)
     available: list[str] = []
     skipped: dict[str, str] = {}
-    for dataplane in scenario.dataplane_list():
+    for dataplane in dataplanes_of(scenario, provider):
         try:
             provider.check(cluster_spec(scenario, dataplane))
         except MissingFeature as exc:
@@ -159,6 +159,15 @@ def plan(scenario: Scenario, options: ProviderOptions | None = None) -> tuple[Sc
     return scenario.model_copy(update={"dataplanes": available}), skipped
 
 
+def dataplanes_of(scenario: Scenario, provider: Provider) -> list[str]:
+    """The scenario's dataplanes; ``all`` is every dataplane ``provider`` has (``dataplanes``, if it lists
+    its own, as kind does), else every netns one."""
+    own = getattr(provider, "dataplanes", None)
+    if scenario.dataplanes == "all" and own is not None:
+        return list(own)
+    return scenario.dataplane_list()
+
+
 def dry_run_plans(scenario: Scenario, options: ProviderOptions | None = None) -> list[Plan]:
     """Each cluster's complete ordered plan (``--dry-run``), touching nothing: kind and existing only."""
     provider = registry.resolve(scenario.cluster.provider, options)
@@ -169,7 +178,7 @@ def dry_run_plans(scenario: Scenario, options: ProviderOptions | None = None) ->
             "to print (it touches nothing outside its own sandbox): drop --dry-run, or pass --provider kind"
         )
     plans: list[Plan] = [
-        make_plan(cluster_spec(scenario, dataplane)) for dataplane in scenario.dataplane_list()
+        make_plan(cluster_spec(scenario, dataplane)) for dataplane in dataplanes_of(scenario, provider)
     ]
     return plans
 

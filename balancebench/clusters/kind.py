@@ -34,6 +34,7 @@ from balancebench.clusters.existing import (
 )
 from balancebench.clusters.manifests import (
     ECHO_IMAGE,
+    KIND_DATAPLANES,
     LOCUST_IMAGE,
     MANIFESTS,
     cilium_chart,
@@ -267,6 +268,8 @@ class KindProvider:
     """kind clusters, one per dataplane of a run; ``--keep`` leaves them for debugging."""
 
     name = "kind"
+    dataplanes = KIND_DATAPLANES
+    """What ``dataplanes: all`` means on kind."""
 
     def __init__(self, options: ProviderOptions | None = None) -> None:
         self.options = options or ProviderOptions()

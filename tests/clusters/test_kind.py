@@ -206,3 +206,10 @@ def test_a_real_kind_cluster_comes_up_and_goes():
         assert len(status.targets()) == 2 and len(status.sources()) == 1
         assert "bbtest" in provider.list()
     assert "bbtest" not in provider.list()
+
+
+def test_all_dataplanes_on_kind_are_kinds_own():
+    done = balancebench("run", SEED, "--provider", "kind", "--set", "dataplanes=all", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    modes = re.findall(r"kind config: kube-proxy (\w+)", done.stdout)
+    assert modes == ["iptables", "ipvs", "nftables", "none"]  # none: Cilium replaces kube-proxy
