@@ -34,11 +34,12 @@ from typing import IO, Any
 
 import loadtests
 from analysis.records import RECORDS_DIR
-from balancebench.clusters.base import Cluster, Pod
+from balancebench.clusters.base import Cluster, ClusterStatus, Pod
 from balancebench.errors import InvalidInput, RunError
 from balancebench.scenario import Cell
 from balancebench.servers import server_counts
 from loadtests import collect
+from loadtests.protocols import protocol_spec
 
 LOCUSTFILE = Path(loadtests.__file__).with_name("locustfile.py")
 """The locustfile every master and worker loads."""
@@ -52,12 +53,31 @@ STARTUP_GRACE = 60.0
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def locust_options(cell: Cell, records_dir: Path | str) -> list[str]:
-    """The locustfile's own options for ``cell`` (identical on master and workers)."""
+TLS_DIR = "tls"
+"""Where, inside a run directory, the run's throwaway CA and echo certificate live (balancebench.certs)."""
+
+
+def locust_options(
+    cell: Cell, records_dir: Path | str, *, endpoints: Sequence[str] = (), tls_ca: str = ""
+) -> list[str]:
+    """The locustfile's own options for ``cell`` (identical on master and workers).
+
+    TLS protocols trust ``tls_ca`` (the run's CA, ``RUN_DIR/tls/ca.pem``); ``endpoints`` are a headless
+    Service's."""
     options = ["--policy", cell.policy, "--cell", cell.id, "--records-dir", str(records_dir)]
     if cell.seed is not None:
         options += ["--seed", str(cell.seed)]
+    if protocol_spec(cell.load.protocol).tls:
+        options += ["--tls-ca", tls_ca]
+    if endpoints:
+        options += ["--endpoints", ",".join(endpoints)]
     return options + cell.load.locust_options()
+
+
+def headless_endpoints(status: ClusterStatus) -> list[str]:
+    """What a headless Service's DNS name answers: every ready echo pod's ``IP:target port``."""
+    port = status.service.target_port
+    return [f"{pod.ip}:{port}" for pod in status.targets(ready_only=True)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,7 +195,9 @@ def run_cell(
     # The master ends the cell itself at the exact duration once every worker's last records are in;
     # Locust's --run-time is only a bound in case it cannot.
     run_time = math.ceil(load.duration_s + load.stop_timeout_s + collect.FINAL_BATCH_WAIT) + 5
-    options = locust_options(cell, "-")
+    endpoints = headless_endpoints(status) if load.service == "headless" else []
+    tls_ca = str(run_dir / TLS_DIR / "ca.pem") if protocol_spec(load.protocol).tls else ""
+    options = locust_options(cell, "-", endpoints=endpoints, tls_ca=tls_ca)
     # Killing what Cluster.exec returned ends Locust too (SIGTERM: workers send their last records first).
     common = [python, "-m", "locust", "-f", str(LOCUSTFILE)]
     master_argv = [

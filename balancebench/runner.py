@@ -14,6 +14,7 @@ measured, so an interrupted run keeps what it measured and ``balancebench report
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -34,16 +35,18 @@ from analysis.manifest import (
     load_run,
     write_run,
 )
+from balancebench.certs import Certificates, make_certificates
 from balancebench.clusters import registry
 from balancebench.clusters.base import Cluster, ClusterSpec, Provider, ProviderOptions
 from balancebench.clusters.plan import Plan
 from balancebench.errors import InvalidInput, MissingFeature, RunError
 from balancebench.events.timeline import Timeline
-from balancebench.loadrun import CellProgress, CellResult, run_cell
+from balancebench.loadrun import TLS_DIR, CellProgress, CellResult, run_cell
 from balancebench.scenario import MAX_DURATION, Cell, Scenario
 from balancebench.servers import metric_sum
 from loadtests.drivers import driver_missing
 from loadtests.policy import parse_policy
+from loadtests.protocols import protocol_spec
 
 RESULTS = Path("results")
 """Where runs go by default: ``results/<timestamp>-<scenario>/``, with ``results/latest`` → the last one."""
@@ -116,8 +119,11 @@ def discard_unmeasured_run(run_dir: Path) -> bool:
     return not run_dir.exists()
 
 
-def cluster_spec(scenario: Scenario, dataplane: str) -> ClusterSpec:
-    """The cluster a scenario's cells of ``dataplane`` run on (named after this process: runs coexist)."""
+def cluster_spec(scenario: Scenario, dataplane: str, *, tls: Certificates | None = None) -> ClusterSpec:
+    """The cluster a scenario's cells of ``dataplane`` run on (named after this process: runs coexist).
+
+    With ``tls`` the echo pods also speak TLS on their port (the certificate of the run's own CA)."""
+    tls_args = () if tls is None else ("--tls-cert", str(tls.cert), "--tls-key", str(tls.key))
     return ClusterSpec(
         name=f"bb{os.getpid()}-{dataplane.replace(':', '-')}"[:32],
         nodes=scenario.cluster.nodes,
@@ -125,9 +131,28 @@ def cluster_spec(scenario: Scenario, dataplane: str) -> ClusterSpec:
         sources=scenario.cluster.sources,
         dataplane=dataplane,
         node_kernel=scenario.cluster.node_kernel,
-        echo_args=scenario.echo.flags(),
+        echo_args=(*scenario.echo.flags(), *tls_args),
         pod_echo_args=scenario.echo.pod_flags(),
     )
+
+
+def needs_tls(scenario: Scenario) -> bool:
+    """Whether a cell speaks a TLS protocol (the run then makes its own CA and echo certificate)."""
+    return any(protocol_spec(cell.load.protocol).tls for cell in scenario.cells())
+
+
+def apply_echo_policy(cluster: Cluster, cell: Cell) -> None:
+    """Set the cell's server connection policy on every echo pod (``/admin/policy``) before it starts."""
+    if not cell.echo_policy:
+        return
+    body = json.dumps(dict(cell.echo_policy)).encode()
+    for pod in cluster.status().targets(ready_only=False):
+        code, answer = cluster.pod_http(pod.name, "/admin/policy", method="PUT", body=body)
+        if code != 200:
+            raise RunError(
+                f"cell {cell.id}: echo pod {pod.name} refused its connection policy: "
+                f"{answer.decode('utf-8', 'replace').strip()}"
+            )
 
 
 def plan(scenario: Scenario, options: ProviderOptions | None = None) -> tuple[Scenario, dict[str, str]]:
@@ -239,8 +264,9 @@ def run_scenario(
     write_run(run_dir, run)
     emit = on_event or (lambda event: None)
     index = 0
+    tls = make_certificates(run_dir / TLS_DIR) if needs_tls(scenario) else None
     for dataplane in scenario.dataplane_list():
-        spec = cluster_spec(scenario, dataplane)
+        spec = cluster_spec(scenario, dataplane, tls=tls)
         dataplane_cells = [cell for cell in cells if cell.dataplane == dataplane]
         # Events change a cluster for good (pods die, new ones appear): each such cell gets a fresh one.
         groups = [[cell] for cell in dataplane_cells] if scenario.events else [dataplane_cells]
@@ -250,6 +276,7 @@ def run_scenario(
                 for cell in group:
                     index += 1
                     _wait_for_clean_cluster(cluster)
+                    apply_echo_policy(cluster, cell)
                     emit(RunEvent(cell=cell, index=index, total=len(cells), phase="running"))
                     started = datetime.now(UTC)
                     result: CellResult | None = None

@@ -13,8 +13,8 @@ Every validation error is one line naming the file, the field and the allowed va
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -119,7 +119,11 @@ class EchoConfig(PodFaults):
     max_requests_per_connection: int | None = Field(None, ge=1, le=MAX_COUNT)
     max_connection_age: BoundedDuration | None = None
     max_connection_age_jitter: float = Field(0.0, ge=0.0, lt=1.0)
+    max_connection_age_grace: BoundedDuration | None = None
+    """HTTP/2 and gRPC: how long in-flight streams may take after the max-age GOAWAY."""
     idle_timeout: BoundedDuration | None = None
+    max_concurrent_streams: int | None = Field(None, ge=1, le=MAX_COUNT)
+    """HTTP/2 and gRPC: SETTINGS_MAX_CONCURRENT_STREAMS the echo advertises."""
     pods: dict[str, PodFaults] = Field(default_factory=dict)
 
     @field_validator("pods")
@@ -138,9 +142,25 @@ class EchoConfig(PodFaults):
             flags += ["--max-connection-age", f"{self.max_connection_age}s"]
             if self.max_connection_age_jitter:
                 flags += ["--max-connection-age-jitter", str(self.max_connection_age_jitter)]
+        if self.max_connection_age_grace:
+            flags += ["--max-connection-age-grace", f"{self.max_connection_age_grace}s"]
         if self.idle_timeout:
             flags += ["--idle-timeout", f"{self.idle_timeout}s"]
+        if self.max_concurrent_streams:
+            flags += ["--max-concurrent-streams", str(self.max_concurrent_streams)]
         return tuple(flags)
+
+    def connection_policy(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The echo's connection policy as its ``/admin/policy`` object, with a policy entry's ``echo:``."""
+        merged = EchoConfig.model_validate({**self.model_dump(), **dict(overrides or {})})
+        return {
+            "max_requests_per_connection": merged.max_requests_per_connection,
+            "max_connection_age_s": merged.max_connection_age,
+            "max_connection_age_jitter": merged.max_connection_age_jitter,
+            "max_connection_age_grace_s": merged.max_connection_age_grace,
+            "idle_timeout_s": merged.idle_timeout,
+            "max_concurrent_streams": merged.max_concurrent_streams,
+        }
 
     def pod_flags(self) -> dict[str, tuple[str, ...]]:
         return {name: faults.flags() for name, faults in self.pods.items()}
@@ -152,6 +172,8 @@ class LoadConfig(_Strict):
 
     model: Literal["closed", "open"] = "closed"
     driver: Literal["policy", "httpx", "requests", "go", "okhttp"] = "policy"
+    protocol: Literal["http1", "http1-tls", "h2", "h2-tls", "grpc"] = "http1"
+    service: Literal["clusterip", "headless"] = "clusterip"
     users_per_source: int = Field(1, ge=1, le=1000)
     think_time: BoundedDuration = 0.0
     burst: int | None = Field(None, ge=1, le=MAX_COUNT)
@@ -173,6 +195,8 @@ class LoadConfig(_Strict):
             return Load(
                 model=self.model,
                 driver=self.driver,
+                protocol=self.protocol,
+                service=self.service,
                 users_per_source=self.users_per_source,
                 think_time_s=self.think_time,
                 burst=self.burst,
@@ -185,12 +209,37 @@ class LoadConfig(_Strict):
             raise ValueError(str(exc)) from None
 
 
+ECHO_POLICY_FIELDS = (
+    "max_requests_per_connection",
+    "max_connection_age",
+    "max_connection_age_jitter",
+    "max_connection_age_grace",
+    "idle_timeout",
+    "max_concurrent_streams",
+)
+"""The echo settings a policy entry may override (``echo:``): the server's connection policy, which the
+runner sets on every echo pod before the cell (``/admin/policy``), so one cluster serves every cell."""
+
+
 class PolicyEntry(_Strict):
-    """One client pool policy to measure, with an optional display name and load override."""
+    """One client pool policy to measure, with an optional display name, load and echo override."""
 
     policy: str = Field(max_length=1000)
     name: str | None = Field(None, pattern=LABEL)
     load: dict[str, Any] = Field(default_factory=dict)
+    echo: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("echo")
+    @classmethod
+    def _echo_fields(cls, echo: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(echo) - set(ECHO_POLICY_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}: allowed are {', '.join(ECHO_POLICY_FIELDS)}")
+        try:
+            EchoConfig.model_validate(echo)
+        except ValidationError as exc:
+            raise ValueError(_first_error(exc, EchoConfig)) from None
+        return echo
 
     @field_validator("policy")
     @classmethod
@@ -221,6 +270,7 @@ class PolicyEntry(_Strict):
 def _check_driver(load: LoadConfig, entry: PolicyEntry) -> None:
     from loadtests.drivers import check_driver
     from loadtests.policy import PolicyError, parse_policy
+    from loadtests.protocols import check_protocol
 
     try:
         check_driver(load.driver, parse_policy(entry.policy))
@@ -228,6 +278,19 @@ def _check_driver(load: LoadConfig, entry: PolicyEntry) -> None:
         # loadtests/ speaks of the locustfile's --driver; in a scenario the knob is load.driver.
         hint = str(exc).replace("--driver ", "load.driver: ")
         raise ValueError(f"policy {entry.label!r}: {hint} (or --set load.driver=policy)") from exc
+    try:
+        # the endpoints of a headless Service are known only once the cluster is up: a stand-in here
+        check_protocol(
+            load.protocol,
+            parse_policy(entry.policy),
+            driver=load.driver,
+            endpoints="headless" if load.service == "headless" else "",
+        )
+    except PolicyError as exc:
+        hint = str(exc).replace(
+            "(load.service: headless, or --endpoints IP:PORT,…)", "(load.service: headless)"
+        )
+        raise ValueError(f"policy {entry.label!r}: {hint}") from exc
 
 
 def _default_dataplanes() -> list[Dataplane]:
@@ -343,6 +406,7 @@ class Scenario(_Strict):
                 policy_label=entry.label,
                 policy=entry.policy,
                 load=self.load_for(entry).build(),
+                echo_policy=self.echo.connection_policy(entry.echo),
                 repetition=rep,
                 seed=None if self.seed is None else self.seed + rep,
             )
@@ -365,6 +429,8 @@ class Cell:
     load: Load
     repetition: int = 0
     seed: int | None = None
+    echo_policy: Mapping[str, Any] = field(default_factory=dict)
+    """The echo pods' connection policy during this cell (``/admin/policy``); empty: leave it as is."""
 
 
 def _first_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:

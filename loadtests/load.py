@@ -36,6 +36,9 @@ class Load:
     protocol: str = "http1"
     """What the clients speak: ``http1``, ``http1-tls``, ``h2``, ``h2-tls`` or ``grpc``
     (``loadtests.protocols.PROTOCOLS``)."""
+    service: Literal["clusterip", "headless"] = "clusterip"
+    """Which addresses the clients dial: the Service's ClusterIP, or (``headless``, gRPC only) every ready
+    pod's address, as a headless Service's DNS name answers; the runner hands them over as ``--endpoints``."""
     users_per_source: int = 1
     """Locust users in each source pod's load generator."""
     think_time_s: float = 0.0
@@ -64,7 +67,12 @@ class Load:
             raise PolicyError(f"load model must be closed or open, got {self.model!r}")
         if self.driver not in DRIVERS:
             raise PolicyError(f"unknown driver {self.driver!r}: choose one of {', '.join(DRIVERS)}")
-        protocol_spec(self.protocol)
+        if protocol_spec(self.protocol).grpc is False and self.service == "headless":
+            raise PolicyError(
+                f"service headless is for protocol grpc (round_robin over the pods), not {self.protocol}"
+            )
+        if self.service not in ("clusterip", "headless"):
+            raise PolicyError(f"service must be clusterip or headless, got {self.service!r}")
         if isinstance(self.users_per_source, bool) or self.users_per_source < 1:
             raise PolicyError(f"users per source must be at least 1, got {self.users_per_source!r}")
         for name, value in (
@@ -137,6 +145,7 @@ MANIFEST_FIELDS = (
     "model",
     "driver",
     "protocol",
+    "service",
     "users_per_source",
     "think_time_s",
     "burst",

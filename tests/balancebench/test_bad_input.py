@@ -115,6 +115,43 @@ CASES = [
         _run("--set", "load.driver=httpx", "--set", "policies=['max-age=1s']"),
         "load.driver: policy",
     ),
+    # protocols (issue 18): a knob the protocol's client lacks, an unknown protocol, headless without gRPC
+    Case("protocol-unknown", _run("--set", "load.protocol=quic"), "load.protocol"),
+    Case(
+        "protocol-grpc-max-age",
+        _run("--set", "load.protocol=grpc", "--set", "policies=['max-age=1s']"),
+        "the client has no max-age; use the server's max_connection_age",
+    ),
+    Case(
+        "protocol-grpc-rr-no-endpoints",
+        _run("--set", "load.protocol=grpc", "--set", "policies=[grpc-rr]"),
+        "lb=round_robin needs the endpoints of a headless Service (load.service: headless)",
+    ),
+    Case(
+        "protocol-h2-per-request",
+        _run("--set", "load.protocol=h2", "--set", "policies=[per-request]"),
+        "protocol h2: the client has no keepalive",
+    ),
+    Case(
+        "protocol-http1-max-streams",
+        _run("--set", "policies=['max-streams=4']"),
+        "protocol http1: the client has no max-streams",
+    ),
+    Case(
+        "protocol-headless-http1",
+        _run("--set", "load.service=headless"),
+        "service headless is for protocol grpc",
+    ),
+    Case(
+        "protocol-tls-real-driver",
+        _run("--set", "load.protocol=h2-tls", "--set", "load.driver=httpx", "--set", "policies=[keepalive]"),
+        "is spoken by the policy driver only",
+    ),
+    Case(
+        "echo-override-unknown",
+        _run("--set", "policies=[{policy: grpc, echo: {latency: 1s}}]"),
+        "allowed are",
+    ),
     # numbers: finite and in range
     Case("duration-nan", _run("--set", "load.duration=.nan"), "finite number"),
     Case("duration-inf", _run("--set", "load.duration=.inf"), "finite number"),

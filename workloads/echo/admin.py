@@ -9,6 +9,9 @@ Nothing here counts as an echo request. Endpoints:
     POST /admin/ready    {"ready": false}  → the resulting {"ready": …}
     GET  /admin/faults   {"latency_ms": 0, "latency_jitter_ms": 0, "error_rate": 0, "cpu_ms": 0}
     PUT  /admin/faults   any subset of those keys → the resulting full object
+    GET  /admin/policy   the connection policy: {"max_requests_per_connection": null, …}
+    PUT  /admin/policy   any subset of its keys (null = off) → the resulting full object; new connections
+                         take it (a connection keeps the age limit drawn when it opened)
     POST /admin/freeze   the pod is about to be killed: stop reading and answering, wait (≤ 2 s) until the
                          clients acknowledged every response written, → {"requests_total": N, "requests": …}
     POST /admin/drain    {"timeout_s": 5}: unready, close idle connections, answer in-flight requests with
@@ -174,6 +177,19 @@ async def _put_faults(request: web.Request) -> web.Response:
     return _json(state.faults.as_dict())
 
 
+async def _get_policy(request: web.Request) -> web.Response:
+    return _json(request.app[_STATE].policy.as_dict())
+
+
+async def _put_policy(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    try:
+        state.policy = state.policy.updated(await _read_object(request))
+    except ConfigError as exc:
+        return _json({"error": str(exc)}, status=400)
+    return _json(state.policy.as_dict())
+
+
 FREEZE_ACK_TIMEOUT = 2.0
 """Seconds a freeze waits for clients to acknowledge the responses already written."""
 
@@ -250,6 +266,8 @@ def admin_app(state: EchoState) -> web.Application:
     app.router.add_post("/admin/ready", _set_ready)
     app.router.add_get("/admin/faults", _get_faults)
     app.router.add_put("/admin/faults", _put_faults)
+    app.router.add_get("/admin/policy", _get_policy)
+    app.router.add_put("/admin/policy", _put_policy)
     app.router.add_post("/admin/freeze", _freeze)
     app.router.add_post("/admin/drain", _drain)
     return app

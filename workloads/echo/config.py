@@ -15,7 +15,8 @@ import random
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -144,6 +145,24 @@ class ConnectionPolicy:
             raise ConfigError(
                 f"max_connection_age_jitter is a fraction in [0, 1) (0.1 = ±10 %), got {jitter:g}"
             )
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """The admin endpoint's JSON object (None = off)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def updated(self, changes: Mapping[str, object]) -> ConnectionPolicy:
+        """A copy with some limits changed (an admin ``PUT`` may send a subset, null = off)."""
+        current = self.as_dict()
+        unknown = sorted(set(changes) - set(current))
+        if unknown:
+            raise ConfigError(f"unknown policy {', '.join(unknown)}: the limits are {', '.join(current)}")
+        merged: dict[str, Any] = {**current, **changes}
+        if merged["max_connection_age_jitter"] is None:
+            merged["max_connection_age_jitter"] = 0.0
+        for name, value in merged.items():
+            if value is not None:
+                _number(value, name=name)
+        return ConnectionPolicy(**merged)
 
     def age_limit_s(self, rng: random.Random) -> float | None:
         """This connection's maximum age: the configured age with its jitter drawn once."""

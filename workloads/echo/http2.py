@@ -64,6 +64,8 @@ _LAST_POSSIBLE_STREAM = 2**31 - 1
 _GOAWAY_PING = b"bbgoaway"
 _PING_WAIT_S = 1.0
 """How long the first GOAWAY waits for its PING to return before the final GOAWAY is sent anyway."""
+_LINGER_S = 2.0
+"""After its half-close, how long the server reads (and drops) what a client still sends before cutting."""
 _GRPC_OK, _GRPC_UNIMPLEMENTED, _GRPC_UNAVAILABLE, _GRPC_INVALID = 0, 12, 14, 3
 
 
@@ -179,6 +181,8 @@ class Http2Connection(asyncio.Protocol):
         self._flush()
 
     def eof_received(self) -> bool:
+        if self._closing and self._transport is not None:
+            self._transport.close()  # both sides are done
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -377,6 +381,11 @@ class Http2Connection(asyncio.Protocol):
 
     def _maybe_done(self) -> None:
         if self._last_stream is not None and not self._streams and not self._closing:
+            # after the events already received (streams to refuse) have been handled and written
+            self._loop.call_soon(self._close_if_done)
+
+    def _close_if_done(self) -> None:
+        if not self._streams and not self._closing:
             self._flush()
             self._close()
 
@@ -386,9 +395,19 @@ class Http2Connection(asyncio.Protocol):
             self._transport.write(data)
 
     def _close(self) -> None:
+        """Close without losing what was written: half-close, then wait for the client to close its side.
+
+        Closing a socket with unread bytes (a client's WINDOW_UPDATE or PING ACK in flight) makes the kernel
+        send RST, and the client may then drop the last responses before it has read them."""
         self._closing = True
-        if self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if transport is None:
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._timers.append(self._loop.call_later(_LINGER_S, self.abort))
+        else:
+            transport.close()
 
     def drain(self) -> None:
         """Shutdown: GOAWAY now; the connection closes when its in-flight streams are answered."""
