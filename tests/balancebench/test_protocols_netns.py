@@ -60,7 +60,7 @@ def _run(
         dataplane="nftables",
         policy_label=label,
         policy=policy,
-        load=Load(protocol="grpc", users_per_source=1, duration_s=5, warmup_s=0.5, **load),
+        load=Load(**{"protocol": "grpc", "users_per_source": 1, "duration_s": 5, "warmup_s": 0.5, **load}),
         echo_policy={**_OFF, **echo},
     )
     apply_echo_policy(cluster, cell)
@@ -88,10 +88,11 @@ def test_pick_first_pins_each_client_to_one_pod(cluster: Cluster, tmp_path: Path
 
 def test_server_max_age_goaway_spreads_the_clients_over_every_pod(cluster: Cluster, tmp_path: Path) -> None:
     echo = {"max_connection_age_s": 0.25, "max_connection_age_grace_s": 5.0}
-    result = _run(cluster, tmp_path, "max-age", "grpc", echo)
+    result = _run(cluster, tmp_path, "max-age", "grpc", echo, duration_s=8)
     rows = _rows(result)
+    connections = {(r["source_pod"], r["target_pod"], r["server_conn"]) for r in rows}
     assert result.errors == 0, Counter(r["error"] for r in rows if r["error"])
-    assert len(result.per_pod) == 6, result.per_pod
+    assert len(result.per_pod) == 6, (result.per_pod, len(connections))
     for source in {r["source_pod"] for r in rows}:
         mine = [r for r in rows if r["source_pod"] == source]
         assert len({(r["target_pod"], r["server_conn"]) for r in mine}) > 5  # moved on GOAWAY, many times
