@@ -87,7 +87,7 @@ def test_pick_first_pins_each_client_to_one_pod(cluster: Cluster, tmp_path: Path
 
 
 def test_server_max_age_goaway_spreads_the_clients_over_every_pod(cluster: Cluster, tmp_path: Path) -> None:
-    echo = {"max_connection_age_s": 0.25, "max_connection_age_grace_s": 5.0}
+    echo = {"max_connection_age_s": 0.2, "max_connection_age_grace_s": 5.0}
     result = _run(cluster, tmp_path, "max-age", "grpc", echo, duration_s=8)
     rows = _rows(result)
     connections = {(r["source_pod"], r["target_pod"], r["server_conn"]) for r in rows}
