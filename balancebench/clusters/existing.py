@@ -165,6 +165,8 @@ class KubeApi:
         from kubernetes import config
 
         path = kubeconfig_path(kubeconfig)
+        if not path.is_file():
+            raise MissingFeature(f"no kubeconfig at {path}: pass --kubeconfig FILE or set KUBECONFIG")
         try:
             api_client = config.new_client_from_config(
                 config_file=str(path), context=context, persist_config=False

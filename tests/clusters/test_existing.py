@@ -194,6 +194,8 @@ def test_kubeconfig_and_context_errors_are_one_line(tmp_path, standin):
     missing = ExistingProvider(ProviderOptions(kubeconfig=str(tmp_path / "nope")))
     with pytest.raises(MissingFeature, match="no kubeconfig at"):
         missing.check(ClusterSpec(name="t5", dataplane="iptables"))
+    with pytest.raises(MissingFeature, match="pass --kubeconfig FILE or set KUBECONFIG"):
+        missing.get("t5")  # the cluster verbs
     kubeconfig = tmp_path / "kubeconfig"
     standin.kubeconfig(kubeconfig)
     wrong = ExistingProvider(ProviderOptions(kubeconfig=str(kubeconfig), context="prod"))
