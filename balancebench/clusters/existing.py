@@ -45,6 +45,7 @@ from balancebench.clusters.manifests import (
 from balancebench.clusters.plan import ApiCall, Plan
 from balancebench.errors import ClusterError, InvalidInput, MissingFeature
 from balancebench.names import check_cluster_name
+from balancebench.yamlfile import read_yaml_file
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, V1ObjectMeta, V1Pod
@@ -682,17 +683,18 @@ def kubeconfig_path(kubeconfig: str | None) -> Path:
 
 def check_context(path: Path, context: str | None) -> None:
     """InvalidInput unless ``path`` is a readable kubeconfig holding ``context`` (or a current one)."""
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"kubeconfig {path} is not readable YAML: {_first_line(exc)}") from exc
-    contexts = [c.get("name") for c in config.get("contexts") or [] if isinstance(c, dict)]
+    # kubectl's own reader tolerates what a scenario may not (duplicate keys); sizes and nesting are bounded.
+    config = read_yaml_file(path, what="kubeconfig", max_bytes=16 << 20, unique_keys=False) or {}
+    if not isinstance(config, dict):
+        raise InvalidInput(f"kubeconfig {path} is not a mapping (apiVersion, clusters, contexts, users …)")
+    listed = config.get("contexts")
+    contexts = [c.get("name") for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
     if context is None:
         if not config.get("current-context"):
             raise InvalidInput(
                 f"kubeconfig {path} has no current context: pass --context (one of {contexts})"
             )
-        return
+        context = config["current-context"]
     if context not in contexts:
         known = ", ".join(str(c) for c in contexts) or "none"
         raise InvalidInput(f"no context {context!r} in kubeconfig {path}: its contexts are {known}")

@@ -338,6 +338,9 @@ class KindProvider:
         return KindCluster(name, api, dataplane=_dataplane_of(api), workdir=workdir, keep=True)
 
     def list(self) -> list[str]:
+        missing = KIND.problem(None)
+        if missing is not None:
+            raise MissingFeature(f"--provider kind: {missing}")
         done = shell.run(["kind", "get", "clusters"])
         prefix = kind_cluster_name("")
         return sorted(line.removeprefix(prefix) for line in done.stdout.split() if line.startswith(prefix))

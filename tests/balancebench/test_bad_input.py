@@ -9,6 +9,7 @@ the scratch directory was created, changed or removed.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,12 +191,58 @@ CASES = [
         ["cluster", "up", "--name", "big", "--targets", "600", "--nodes", "1"],
         "more than a node's /24 holds",
     ),
+    # kubeconfig for the existing provider: read with the same limits as a scenario
+    Case(
+        "kubeconfig-missing", _run("--provider", "existing", "--kubeconfig", "nope"), "no kubeconfig at nope"
+    ),
+    Case(
+        "kubeconfig-nested",
+        _run("--provider", "existing", "--kubeconfig", "n.yaml"),
+        "nested deeper",
+        {"n.yaml": _nested(5000)},
+    ),
+    Case(
+        "kubeconfig-bomb",
+        _run("--provider", "existing", "--kubeconfig", "b.yaml"),
+        "expands to more than",
+        {"b.yaml": _alias_bomb()},
+    ),
+    Case(
+        "kubeconfig-not-utf8",
+        _run("--provider", "existing", "--kubeconfig", "k"),
+        "not UTF-8",
+        {"k": b"\xff\xfe"},
+    ),
+    Case(
+        "kubeconfig-list",
+        _run("--provider", "existing", "--kubeconfig", "k"),
+        "is not a mapping",
+        {"k": b"- a\n"},
+    ),
+    Case(
+        "kubeconfig-no-context",
+        _run("--provider", "existing", "--kubeconfig", "k"),
+        "no context 'x'",
+        {"k": b"current-context: x\n"},
+    ),
     # report / compare
     Case("report-missing", ["report", "nope"], "does not exist"),
     Case("report-a-file", ["report", "good.yaml"], "is not a directory"),
     Case("report-proc", ["report", "/proc"], "has no run.json"),
     Case("report-long", ["report", LONG], "file name too long"),
     Case("compare-not-json", ["compare", "good.yaml", "good.yaml"], "not valid JSON"),
+    Case("compare-nan", ["compare", ".", ".", "--max-jain-drop", "nan"], "must be a number >= 0, got nan"),
+    Case("compare-inf", ["compare", ".", ".", "--max-p99-increase", "inf"], "must be a number >= 0, got inf"),
+    Case(
+        "cluster-up-huge-nodes",
+        ["cluster", "up", "--name", "big", "--nodes", "9" * 30],
+        "--nodes must be at most",
+    ),
+    *(
+        [Case("kind-missing", ["cluster", "list", "--provider", "kind"], "kind >= 0.20.0")]
+        if shutil.which("kind") is None
+        else []
+    ),
 ]
 
 
