@@ -16,20 +16,156 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import NoReturn, TypeVar
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from workloads.echo.config import ConfigError, ConnectionPolicy, EchoConfig, Faults, TlsFiles, parse_duration
 
 PROG = "python -m workloads.echo"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
-_T = TypeVar("_T")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse would print the whole usage block; the contract is one line
         raise ConfigError(f"{message} (see '{PROG} --help')")
+
+
+# -- converters: (text, where it came from) → value, or ConfigError naming the flag or env var -----------
+
+
+def _text(text: str, source: str) -> str:
+    return text
+
+
+def _integer(text: str, source: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{source} must be a whole number, got {text!r}") from None
+
+
+def _number(text: str, source: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{source} must be a number, got {text!r}") from None
+
+
+def _duration(text: str, source: str) -> float:
+    return parse_duration(text, name=source)
+
+
+def _positive_duration(text: str, source: str) -> float:
+    seconds = _duration(text, source)
+    if seconds <= 0:
+        raise ConfigError(f"{source} must be > 0")
+    return seconds
+
+
+def _optional_duration(text: str, source: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    seconds = parse_duration(text, name=source)
+    if seconds <= 0:
+        raise ConfigError(f"{source} must be > 0, got {text!r} (leave it unset or say 'off' to turn it off)")
+    return seconds
+
+
+def _optional_count(text: str, source: str) -> int | None:
+    if text.strip().lower() == "off":
+        return None
+    count = _integer(text, source)
+    if count < 1:
+        raise ConfigError(f"{source} must be ≥ 1, got {text!r} (leave it unset or say 'off' to turn it off)")
+    return count
+
+
+def _flag(text: str, source: str) -> bool:
+    if text.strip().lower() in _TRUE:
+        return True
+    if text.strip().lower() in _FALSE:
+        return False
+    raise ConfigError(f"{source} must be true or false, got {text!r}")
+
+
+def _port(text: str, source: str) -> int:
+    number = _integer(text, source)
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{source} must be between 0 and 65535 (0 = any free port), got {text!r}")
+    return number
+
+
+def _fraction(text: str, source: str) -> float:
+    jitter = _number(text, source)
+    if not 0 <= jitter < 1:
+        raise ConfigError(f"{source} is a fraction in [0, 1) (0.1 = ±10 %), got {text!r}")
+    return jitter
+
+
+def _probability(text: str, source: str) -> float:
+    rate = _number(text, source)
+    if not 0 <= rate <= 1:
+        raise ConfigError(f"{source} is a probability between 0 and 1, got {text!r}")
+    return rate
+
+
+def _milliseconds(text: str, source: str) -> float:
+    ms = _number(text, source)
+    if not ms >= 0:  # also rejects nan
+        raise ConfigError(f"{source} must be ≥ 0 milliseconds, got {text!r}")
+    return ms
+
+
+@dataclass(frozen=True)
+class Option:
+    """One flag of the echo server (also ``ECHO_<DEST>``): how it reads and what it means unset."""
+
+    flag: str
+    metavar: str | None
+    help: str
+    convert: Callable[[str, str], Any]
+    default: Any = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--port", "PORT", "echo port, every path is the echo (default 8080; 0 = any free port)",
+           _port, 8080),
+    Option("--admin-port", "PORT", "probes, /metrics and /admin/* (default 8081; 0 = any free port)",
+           _port, 8081),
+    Option("--host", "ADDR", "address to listen on (default 0.0.0.0)", _text, "0.0.0.0"),
+    Option("--max-requests-per-connection", "N", "close a connection after its Nth response (default off)",
+           _optional_count),
+    Option("--max-connection-age", "DURATION", "close a connection on its first response at this age",
+           _optional_duration),
+    Option("--max-connection-age-jitter", "FRACTION", "± jitter of the age, 0.1 = ±10 %% (default 0)",
+           _fraction, 0.0),
+    Option("--max-connection-age-grace", "DURATION",
+           "HTTP/2, gRPC: after the max-age GOAWAY, cut the connection after this long (default: wait)",
+           _optional_duration),
+    Option("--max-concurrent-streams", "N",
+           "HTTP/2, gRPC: SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients (default unlimited)",
+           _optional_count),
+    Option("--tls-cert", "FILE", "PEM certificate: the echo port then also speaks TLS (ALPN h2)", _text),
+    Option("--tls-key", "FILE", "PEM private key of --tls-cert", _text),
+    Option("--idle-timeout", "DURATION", "close kept-alive connections idle this long (default off)",
+           _optional_duration),
+    Option("--latency", "DURATION", "added latency per request (default 0)", _duration, 0.0),
+    Option("--latency-jitter", "DURATION", "± uniform jitter of the added latency (default 0)",
+           _duration, 0.0),
+    Option("--error-rate", "P", "probability of answering 503 (default 0)", _probability, 0.0),
+    Option("--cpu-ms", "MS", "busy CPU milliseconds burnt per request (default 0)", _milliseconds, 0.0),
+    Option("--not-ready", None, "start with /readyz answering 503", _flag, False),
+    Option("--shutdown-timeout", "DURATION", "bound on the SIGTERM drain (default 10s)", _positive_duration,
+           10.0),
+    Option("--log-requests", None, "log every request to stderr (default off)", _flag, False),
+)  # fmt: skip
+"""Every flag, in ``--help`` order; a switch (no metavar) takes no value on the command line."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,49 +177,11 @@ def _parser() -> argparse.ArgumentParser:
         "Durations: 250ms, 1s, 1.5s, 2m or bare seconds.",
         allow_abbrev=False,
     )
-    add = parser.add_argument
-    add("--port", metavar="PORT", help="echo port, every path is the echo (default 8080; 0 = any free port)")
-    add(
-        "--admin-port", metavar="PORT", help="probes, /metrics and /admin/* (default 8081; 0 = any free port)"
-    )
-    add("--host", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
-    add(
-        "--max-requests-per-connection",
-        metavar="N",
-        help="close a connection after its Nth response (default off)",
-    )
-    add(
-        "--max-connection-age",
-        metavar="DURATION",
-        help="close a connection on its first response at this age",
-    )
-    add(
-        "--max-connection-age-jitter",
-        metavar="FRACTION",
-        help="± jitter of the age, 0.1 = ±10 %% (default 0)",
-    )
-    add(
-        "--max-connection-age-grace",
-        metavar="DURATION",
-        help="HTTP/2, gRPC: after the max-age GOAWAY, cut the connection after this long (default: wait)",
-    )
-    add(
-        "--max-concurrent-streams",
-        metavar="N",
-        help="HTTP/2, gRPC: SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients (default unlimited)",
-    )
-    add("--tls-cert", metavar="FILE", help="PEM certificate: the echo port then also speaks TLS (ALPN h2)")
-    add("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
-    add(
-        "--idle-timeout", metavar="DURATION", help="close kept-alive connections idle this long (default off)"
-    )
-    add("--latency", metavar="DURATION", help="added latency per request (default 0)")
-    add("--latency-jitter", metavar="DURATION", help="± uniform jitter of the added latency (default 0)")
-    add("--error-rate", metavar="P", help="probability of answering 503 (default 0)")
-    add("--cpu-ms", metavar="MS", help="busy CPU milliseconds burnt per request (default 0)")
-    add("--not-ready", action="store_const", const=True, help="start with /readyz answering 503")
-    add("--shutdown-timeout", metavar="DURATION", help="bound on the SIGTERM drain (default 10s)")
-    add("--log-requests", action="store_const", const=True, help="log every request to stderr (default off)")
+    for option in OPTIONS:
+        if option.metavar is None:
+            parser.add_argument(option.flag, action="store_const", const=True, help=option.help)
+        else:
+            parser.add_argument(option.flag, metavar=option.metavar, help=option.help)
     return parser
 
 
@@ -114,119 +212,40 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     """
     env = os.environ if env is None else env
     given = vars(_parser().parse_args(_attach_negative_values(sys.argv[1:] if argv is None else argv)))
-
-    def raw(dest: str) -> tuple[str | None, str]:
-        """The value as text and where it came from, for the error message."""
-        flag = "--" + dest.replace("_", "-")
-        if given[dest] is not None:
-            return str(given[dest]), flag
-        if _env_name(dest) in env:
-            return env[_env_name(dest)], _env_name(dest)
-        return None, flag
-
-    def value(dest: str, convert: Callable[[str, str], _T], default: _T) -> _T:
-        text, source = raw(dest)
-        return default if text is None else convert(text, source)
-
-    def integer(text: str, source: str) -> int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(f"{source} must be a whole number, got {text!r}") from None
-
-    def number(text: str, source: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"{source} must be a number, got {text!r}") from None
-
-    def duration(text: str, source: str) -> float:
-        return parse_duration(text, name=source)
-
-    def optional_duration(text: str, source: str) -> float | None:
-        if text.strip().lower() == "off":
-            return None
-        seconds = parse_duration(text, name=source)
-        if seconds <= 0:
-            raise ConfigError(
-                f"{source} must be > 0, got {text!r} (leave it unset or say 'off' to turn it off)"
-            )
-        return seconds
-
-    def optional_count(text: str, source: str) -> int | None:
-        if text.strip().lower() == "off":
-            return None
-        count = integer(text, source)
-        if count < 1:
-            raise ConfigError(
-                f"{source} must be ≥ 1, got {text!r} (leave it unset or say 'off' to turn it off)"
-            )
-        return count
-
-    def flag(text: str, source: str) -> bool:
-        if text.strip().lower() in _TRUE:
-            return True
-        if text.strip().lower() in _FALSE:
-            return False
-        raise ConfigError(f"{source} must be true or false, got {text!r}")
-
-    def port(text: str, source: str) -> int:
-        number_ = integer(text, source)
-        if not 0 <= number_ <= 65535:
-            raise ConfigError(f"{source} must be between 0 and 65535 (0 = any free port), got {text!r}")
-        return number_
-
-    def fraction(text: str, source: str) -> float:
-        jitter = number(text, source)
-        if not 0 <= jitter < 1:
-            raise ConfigError(f"{source} is a fraction in [0, 1) (0.1 = ±10 %), got {text!r}")
-        return jitter
-
-    def probability(text: str, source: str) -> float:
-        rate = number(text, source)
-        if not 0 <= rate <= 1:
-            raise ConfigError(f"{source} is a probability between 0 and 1, got {text!r}")
-        return rate
-
-    def milliseconds(text: str, source: str) -> float:
-        ms = number(text, source)
-        if not ms >= 0:  # also rejects nan
-            raise ConfigError(f"{source} must be ≥ 0 milliseconds, got {text!r}")
-        return ms
-
-    policy = ConnectionPolicy(
-        max_requests_per_connection=value("max_requests_per_connection", optional_count, None),
-        max_connection_age_s=value("max_connection_age", optional_duration, None),
-        max_connection_age_jitter=value("max_connection_age_jitter", fraction, 0.0),
-        max_connection_age_grace_s=value("max_connection_age_grace", optional_duration, None),
-        idle_timeout_s=value("idle_timeout", optional_duration, None),
-        max_concurrent_streams=value("max_concurrent_streams", optional_count, None),
-    )
-    cert, cert_source = raw("tls_cert")
-    key, key_source = raw("tls_key")
+    values: dict[str, Any] = {}
+    sources: dict[str, str | None] = {}
+    for option in OPTIONS:
+        text, source = given[option.dest], option.flag
+        if text is None and _env_name(option.dest) in env:
+            text, source = env[_env_name(option.dest)], _env_name(option.dest)
+        values[option.dest] = option.default if text is None else option.convert(str(text), source)
+        sources[option.dest] = source if text is not None else None
+    cert, key = values["tls_cert"], values["tls_key"]
     if (cert is None) != (key is None):
-        missing = key_source if key is None else cert_source
+        missing = sources["tls_cert"] or "--tls-cert" if cert is None else sources["tls_key"] or "--tls-key"
         raise ConfigError(f"TLS needs both --tls-cert and --tls-key: {missing} is missing")
-    tls = TlsFiles(cert=cert, key=key) if cert is not None and key is not None else None
-    faults = Faults(
-        latency_ms=value("latency", duration, 0.0) * 1000,
-        latency_jitter_ms=value("latency_jitter", duration, 0.0) * 1000,
-        error_rate=value("error_rate", probability, 0.0),
-        cpu_ms=value("cpu_ms", milliseconds, 0.0),
-    )
-    shutdown_timeout = value("shutdown_timeout", duration, 10.0)
-    if shutdown_timeout <= 0:
-        raise ConfigError(f"{raw('shutdown_timeout')[1]} must be > 0")
     return EchoConfig(
-        host=value("host", lambda text, _source: text, "0.0.0.0"),
-        port=value("port", port, 8080),
-        admin_port=value("admin_port", port, 8081),
-        policy=policy,
-        faults=faults,
-        ready=not value("not_ready", flag, False),
-        shutdown_timeout_s=shutdown_timeout,
-        log_requests=value("log_requests", flag, False),
-        tls=tls,
+        host=values["host"],
+        port=values["port"],
+        admin_port=values["admin_port"],
+        policy=ConnectionPolicy(
+            max_requests_per_connection=values["max_requests_per_connection"],
+            max_connection_age_s=values["max_connection_age"],
+            max_connection_age_jitter=values["max_connection_age_jitter"],
+            max_connection_age_grace_s=values["max_connection_age_grace"],
+            idle_timeout_s=values["idle_timeout"],
+            max_concurrent_streams=values["max_concurrent_streams"],
+        ),
+        faults=Faults(
+            latency_ms=values["latency"] * 1000,
+            latency_jitter_ms=values["latency_jitter"] * 1000,
+            error_rate=values["error_rate"],
+            cpu_ms=values["cpu_ms"],
+        ),
+        ready=not values["not_ready"],
+        shutdown_timeout_s=values["shutdown_timeout"],
+        log_requests=values["log_requests"],
+        tls=TlsFiles(cert=cert, key=key) if cert is not None and key is not None else None,
     )
 
 
