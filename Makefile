@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 KIND_SCENARIO ?= loadtests/scenarios/kind-short.yaml
 PROXY ?= iptables
 
-.PHONY: setup bench bench-full bench-kind report compare cluster-up cluster-down test lint format clean
+.PHONY: setup bench bench-full bench-kind report compare ui cluster-up cluster-down test lint format clean
 
 setup:
 	@scripts/setup.sh
@@ -31,6 +31,9 @@ report: setup
 compare: setup
 	@test -n "$(BASE)" -a -n "$(HEAD)" || { echo "usage: make compare BASE=<run-dir> HEAD=<run-dir>" >&2; exit 2; }
 	$(BB) compare $(BASE) $(HEAD)
+
+ui: setup
+	$(BB) ui $(SCENARIO)
 
 cluster-up: setup
 	$(BB) cluster up --name $(or $(NAME),dev)

@@ -50,10 +50,11 @@ def _register_commands() -> None:
     _registered = True
     # Imported here so `balancebench --help` and each command load only what they need at call time.
     # One line per command group; each group lives in balancebench/commands/<group>.py.
-    from balancebench.commands import cluster, report, run
+    from balancebench.commands import cluster, report, run, ui
 
     app.registered_commands += run.app.registered_commands
     app.registered_commands += report.app.registered_commands
+    app.registered_commands += ui.app.registered_commands
     app.add_typer(cluster.app, name="cluster")
 
 

@@ -1,0 +1,414 @@
+"""The locustfile of ``balancebench ui``'s master: start-form options, the Balance tab, recorded runs.
+
+Loaded by the Locust master that ``balancebench ui`` starts on the host (its workers, in the source pods,
+load ``loadtests/locustfile.py``). On ``init`` it brings up the scenario's cluster with a worker in every
+source pod (:class:`~balancebench.ui.session.UiSession`), adds to Locust's web UI
+
+- custom start-form options: the pool policy (a preset, or ``custom`` and a compact string), users per
+  source pod, think time or rate, the dataplane, the service path and a bounded duration;
+- a "Balance" tab (Locust's extended tabs/tables, fed through ``extended_stats``) with per-pod share,
+  requests/s, connections, the source × target matrix, Jain's index and max/mean;
+- ``/balance``: the same live view on a page of its own, with links to every finished run's report,
+  served from the run directories.
+
+Every start is one recorded run (records, run.json, summary.json, report.html); the load shape ends it by
+itself after ``--duration`` at the latest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from flask import Response, abort, jsonify, redirect, request, send_from_directory
+from locust import LoadTestShape, events
+from locust.env import Environment
+from locust.runners import STATE_RUNNING, STATE_SPAWNING, STATE_STOPPED, MasterRunner
+from werkzeug.datastructures import ImmutableMultiDict
+
+from balancebench.clusters import registry
+from balancebench.clusters.base import DATAPLANES
+from balancebench.errors import BalancebenchError, InvalidInput, MissingFeature
+from balancebench.loadrun import CellLoad
+from balancebench.runner import cluster_spec
+from balancebench.scenario import Scenario, load_scenario, parse_duration
+from balancebench.ui.balance import BalanceView, RunLink
+from balancebench.ui.session import UiRun, UiSession
+from loadtests.policy import PRESETS
+
+log = logging.getLogger("balancebench.ui")
+
+CUSTOM = "custom"
+"""The preset choice that takes the compact policy string instead."""
+
+SERVICE_PATHS: tuple[str, ...] = tuple(Scenario.model_fields["path"].annotation.__args__)  # type: ignore[union-attr]
+"""The ways to reach the Service that a scenario can name (``clusterip`` today)."""
+
+WORKER_TIMEOUT = 60.0
+"""Seconds for every worker of a new cluster to connect to the master."""
+
+PAGE = Path(__file__).with_name("balance.html")
+TAB_SCRIPT = Path(__file__).with_name("balance-tab.js")
+
+# Options that balancebench sets itself for every run: not in the start form.
+_HIDDEN = (
+    "policy",
+    "path",
+    "cell",
+    "records_dir",
+    "stop_after_requests",
+    "stop_after",
+    "burst",
+    "pause",
+    "seed",
+    "users",
+)
+
+
+@events.init_command_line_parser.add_listener
+def _ui_arguments(parser: Any) -> None:
+    add = parser.add_argument
+    add("--bb-scenario", default="", help="scenario file", include_in_web_ui=False)
+    add("--bb-session-dir", default="", help="where the runs of this session go", include_in_web_ui=False)
+    add("--preset", default="keepalive", choices=[*PRESETS, CUSTOM], help="client pool policy preset")
+    add("--custom-policy", default="", help="with preset 'custom': compact policy, e.g. okhttp,max-age=30s")
+    add("--users-per-source", default="1", help="Locust users in each source pod")
+    add("--dataplane", default=DATAPLANES[0], choices=DATAPLANES, help="Service dataplane (another one "
+        "brings up another cluster)")  # fmt: skip
+    add(
+        "--service-path",
+        default=SERVICE_PATHS[0],
+        choices=SERVICE_PATHS,
+        help="how clients reach the Service",
+    )
+    add("--duration", default="60s", help="the run stops by itself after this long, e.g. 60s")
+
+
+@events.init.add_listener
+def _on_init(**kwargs: Any) -> None:
+    # Registered before loadtests.locustfile's own init check, which needs the host this sets.
+    _init(**kwargs)
+
+
+# After this import loadtests.locustfile's options exist (its listener runs after ours).
+from loadtests.locustfile import LoadUser  # noqa: E402, F401 - the master announces the workers' user class
+
+
+@events.init_command_line_parser.add_listener
+def _hide_internal_options(parser: Any) -> None:
+    for action in parser._actions:
+        if action.dest in _HIDDEN:
+            action.include_in_web_ui = False
+
+
+class BalanceShape(LoadTestShape):
+    """All users of the run at once, until the run's duration is up (Locust's own user fields are hidden)."""
+
+    use_common_options = False
+
+    def tick(self) -> tuple[int, float] | None:
+        controller = _controller
+        if controller is None or controller.run is None:
+            return None
+        if self.get_run_time() >= controller.run.load.duration:
+            return None
+        users = controller.users
+        return users, float(users)
+
+
+class Controller:
+    """Glue between Locust's web UI and the session: validates a start, records its run, feeds the view."""
+
+    def __init__(self, environment: Environment, session: UiSession, view: BalanceView) -> None:
+        self.environment = environment
+        self.session = session
+        self.view = view
+        self.run: UiRun | None = None
+        self.users = 0
+        self.service_url = ""
+
+    def bring_up(self, dataplane: str) -> None:
+        status = self.session.ensure_cluster(dataplane)
+        self.service_url = f"http://{status.service.cluster_ip}:{status.service.port}"
+        self.environment.host = self.service_url
+        self.view.set_pods(
+            targets=[(p.name, p.node) for p in status.targets()], sources=[p.name for p in status.sources()]
+        )
+
+    def wait_for_workers(self) -> None:
+        runner = self.environment.runner
+        assert isinstance(runner, MasterRunner)
+        wanted = len(self.session.workers)
+        deadline = time.monotonic() + WORKER_TIMEOUT
+        while runner.worker_count < wanted:
+            if time.monotonic() > deadline:
+                raise BalancebenchError(
+                    f"only {runner.worker_count} of {wanted} workers connected in {WORKER_TIMEOUT:g}s; "
+                    f"see the logs in {self.session.session_dir / 'logs'}"
+                )
+            gevent.sleep(0.2)
+
+    def start(self, form: dict[str, str]) -> dict[str, str]:
+        """Check the start form, switch the cluster if needed, open the run; returns the form to apply."""
+        runner = self.environment.runner
+        if runner is not None and runner.state in (STATE_RUNNING, STATE_SPAWNING):
+            raise InvalidInput("a run is in progress: stop it before starting another")
+        preset = form.get("preset", "keepalive")
+        policy = form.get("custom_policy", "").strip() if preset == CUSTOM else preset
+        if not policy:
+            raise InvalidInput("preset 'custom' needs a compact policy, e.g. okhttp,max-age=30s±10%")
+        dataplane = form.get("dataplane", self.session.dataplane or DATAPLANES[0])
+        if dataplane not in available_dataplanes(self.session.scenario):
+            raise InvalidInput(f"dataplane {dataplane} cannot run on this machine: {_why(dataplane)}")
+        users = _positive_int(form.get("users_per_source", "1"), "users per source")
+        rate_text = form.get("rate", "").strip()
+        load = CellLoad(
+            cell=f"{dataplane}/{policy}",
+            policy=policy,
+            driver=form.get("driver", "policy"),
+            users_per_source=users,
+            think_time=_duration(form.get("think_time", "0"), "think time"),
+            rate=_number(rate_text, "rate") if rate_text else None,
+            duration=_duration(form.get("duration", "60s"), "duration"),
+            warmup=_duration(form.get("warmup", "0"), "warm-up"),
+        )
+        if load.think_time and load.rate is not None:
+            raise InvalidInput("give a think time (closed loop) or a rate (open loop), not both")
+        if dataplane != self.session.dataplane:
+            self.bring_up(dataplane)
+        self.wait_for_workers()
+        run = self.session.begin_run(load, policy_label=policy)
+        self.run = run
+        self.users = users * len(self.session.workers)
+        self.view.follow(run.source, label=f"run {run.number}: {load.cell}")
+        records = run.run_dir.resolve() / "records"
+        log.info("run %d: %s, %d users → %s", run.number, load.cell, self.users, run.run_dir)
+        return {
+            **form,
+            "host": self.service_url,
+            "policy": policy,
+            "cell": load.cell,
+            "records_dir": str(records),
+            "think_time": form.get("think_time", "0") or "0",
+            "rate": rate_text,
+        }
+
+    def finish(self) -> None:
+        run = self.run
+        if run is None:
+            return
+        self.run = None
+        source = run.source
+        self.view.finish(None, state="recording")
+        try:
+            report = self.session.finish_run(run, answered=lambda: source.counts().requests)
+        except Exception as exc:  # the UI must survive a bad run; say why in the log and on the tab
+            log.error("run %d: no report: %s", run.number, exc)
+            self.view.finish(None, state=f"no report: {exc}")
+            return
+        name = run.run_dir.name
+        link = RunLink(
+            name=name, label=f"run {run.number}: {run.load.cell}", report_url=f"balance/runs/{name}/"
+        )
+        self.view.finish(link)
+        log.info("run %d recorded: %s", run.number, report)
+
+
+_controller: Controller | None = None
+
+
+def available_dataplanes(scenario: Scenario) -> list[str]:
+    provider = registry.resolve(scenario.cluster.provider)
+    found = []
+    for dataplane in DATAPLANES:
+        try:
+            provider.check(cluster_spec(scenario, dataplane))
+        except MissingFeature:
+            continue
+        found.append(dataplane)
+    return found
+
+
+def _why(dataplane: str) -> str:
+    return "not one of " + ", ".join(DATAPLANES) if dataplane not in DATAPLANES else "see 'balancebench run'"
+
+
+def _positive_int(text: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidInput(f"{what} must be a whole number, e.g. 4, got {text!r}") from None
+    if value < 1:
+        raise InvalidInput(f"{what} must be at least 1, got {value}")
+    return value
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{what} must be a number of requests per second, e.g. 500, got {text!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidInput(f"{what} must be positive, got {text!r}")
+    return value
+
+
+def _duration(text: str, what: str) -> float:
+    try:
+        return parse_duration(text or "0")
+    except ValueError as exc:
+        raise InvalidInput(f"{what}: {exc}") from None
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.1f} %"
+
+
+def tab_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Balance tab's table: one row per target pod, then the whole run."""
+    sources = snapshot["sources"]
+    rows = []
+    for pod in snapshot["pods"]:
+        row = {
+            "pod": pod["pod"],
+            "node": pod["node"],
+            "requests": pod["requests"],
+            "share": _percent(pod["share"]),
+            "rate": round(pod["rate"]),
+            "connections": pod["connections"],
+        }
+        row.update({f"src{i}": pod["from"].get(source, 0) for i, source in enumerate(sources)})
+        rows.append(row)
+    jain, max_mean = snapshot["jain"], snapshot["max_mean"]
+    rows.append(
+        {
+            "pod": f"all ({snapshot['pods_used']} of {snapshot['pods_total']} used)",
+            "node": snapshot["state"],
+            "requests": snapshot["requests"],
+            "share": f"Jain {jain:.3f}" if jain is not None else "Jain –",
+            "rate": round(snapshot["rate"]),
+            "connections": sum(pod["connections"] for pod in snapshot["pods"]),
+            "src0": f"max/mean {max_mean:.2f}" if max_mean is not None else "max/mean –",
+        }
+    )
+    return rows
+
+
+def _tab_structure(sources: list[str]) -> list[dict[str, str]]:
+    columns = [
+        ("pod", "Target pod"),
+        ("node", "Node"),
+        ("requests", "Requests"),
+        ("share", "Share"),
+        ("rate", "Req/s"),
+        ("connections", "Connections"),
+    ]
+    columns += [(f"src{i}", f"from {source}") for i, source in enumerate(sources)]
+    return [{"key": key, "title": title} for key, title in columns]
+
+
+def _init(environment: Environment, web_ui: Any = None, **_: Any) -> None:
+    global _controller
+    if not isinstance(environment.runner, MasterRunner) or environment.parsed_options is None:
+        return
+    options = environment.parsed_options
+    scenario_file = options.bb_scenario
+    scenario = load_scenario(Path(scenario_file))
+    session_dir = Path(options.bb_session_dir)
+    runner = environment.runner
+    session = UiSession(
+        scenario,
+        session_dir=session_dir,
+        master=(options.master_bind_host, options.master_bind_port),
+        scenario_file=scenario_file,
+    )
+    view = BalanceView(targets=[], sources=[])
+    controller = Controller(environment, session, view)
+    _controller = controller
+    environment.events.quitting.add_listener(lambda **_: session.close())
+    environment.events.test_stop.add_listener(lambda **_: gevent.spawn(controller.finish))
+    controller.bring_up(options.dataplane)
+    controller.wait_for_workers()  # the web UI opens (and answers) once the start form can be used
+    del runner
+    if web_ui is not None:
+        _extend(web_ui, controller)
+
+
+def _extend(web_ui: Any, controller: Controller) -> None:
+    app = web_ui.app
+    sources = controller.view.sources
+    web_ui.template_args["extended_tabs"] = [{"title": "Balance", "key": "balance"}]
+    web_ui.template_args["extended_tables"] = [{"key": "balance", "structure": _tab_structure(sources)}]
+    web_ui.template_args["extended_csv_files"] = [
+        {"href": "./balance", "title": "Balance: live view and the reports of every run"},
+        {"href": "./balance/report/latest", "title": "Balance report of the last run"},
+    ]
+
+    @app.before_request
+    def _start_run() -> Any:
+        if request.method != "POST" or not request.path.endswith("/swarm"):
+            return None
+        try:
+            form = controller.start(request.form.to_dict())
+        except BalancebenchError as exc:
+            return jsonify({"success": False, "message": str(exc), "host": controller.environment.host})
+        request.__dict__["form"] = ImmutableMultiDict(form)  # what Locust's /swarm handler reads
+        return None
+
+    @app.after_request
+    def _balance_stats(response: Response) -> Response:
+        if not request.path.endswith("/stats/requests") or response.status_code != 200:
+            return response
+        data = response.get_json(silent=True)
+        if isinstance(data, dict):
+            rows = tab_rows(controller.view.snapshot())
+            data["extended_stats"] = [{"key": "balance", "data": rows}]
+            if data.get("state") == STATE_STOPPED:
+                # Locust's workers leave for the stop timeout after a stop and then rejoin, but the page stops
+                # polling at "stopped" and would keep its New form disabled; a start waits for them instead.
+                data["worker_count"] = max(
+                    int(data.get("worker_count") or 0), controller.session.workers_alive()
+                )
+            response.set_data(json.dumps(data))
+        return response
+
+    index = app.view_functions["locust.index"]
+
+    def _index_with_panel(*args: Any, **kwargs: Any) -> Any:
+        page = index(*args, **kwargs)
+        if isinstance(page, str):
+            page = page.replace("</body>", '<script src="./balance/tab.js"></script></body>', 1)
+        return page
+
+    app.view_functions["locust.index"] = _index_with_panel
+
+    @app.route("/balance/tab.js")
+    def _tab_script() -> Response:
+        return Response(TAB_SCRIPT.read_text(), mimetype="text/javascript")
+
+    @app.route("/balance")
+    def _balance_page() -> Response:
+        return Response(PAGE.read_text(), mimetype="text/html")
+
+    @app.route("/balance/data")
+    def _balance_data() -> Response:
+        return jsonify(controller.view.snapshot())
+
+    @app.route("/balance/runs/<name>/")
+    def _report(name: str) -> Response:
+        if name not in {link.name for link in controller.view.runs}:
+            abort(404)
+        return send_from_directory(controller.session.session_dir.resolve() / name, "report.html")
+
+    @app.route("/balance/report/latest")
+    def _latest() -> Any:
+        if not controller.view.runs:
+            return Response("no run has finished yet", status=404, mimetype="text/plain")
+        return redirect(f"../runs/{controller.view.runs[-1].name}/")
