@@ -78,7 +78,7 @@ def master_argv(
 ) -> list[str]:
     """The Locust master's command line; the start form's defaults come from the scenario."""
     entry = scenario.policies[0]
-    load = scenario.load_for(entry)
+    load = scenario.load_for(entry).build()
     from loadtests.policy import PRESETS
 
     preset, custom = (entry.policy, "") if entry.policy in PRESETS else ("custom", entry.policy)
@@ -87,12 +87,12 @@ def master_argv(
         "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
         "--expect-workers", str(scenario.cluster.sources),
         "--web-host", web_host, "--web-port", str(web_port),
-        "--stop-timeout", "2",  # users finish the request in flight; workers rejoin this long after a stop
+        "--stop-timeout", "2",  # as uimaster.STOP_TIMEOUT: workers rejoin this long after a stop
         "--bb-scenario", str(scenario_file), "--bb-session-dir", str(session_dir),
         "--preset", preset, "--custom-policy", custom,
         "--users-per-source", str(load.users_per_source),
-        "--think-time", f"{load.think_time:g}s", "--warmup", f"{load.warmup:g}s",
-        "--duration", f"{max(load.duration, 60.0):g}s",
+        "--think-time", f"{load.think_time_s:g}s", "--warmup", f"{load.warmup_s:g}s",
+        "--max-duration", f"{max(load.duration_s or 0.0, 60.0):g}s",
         "--dataplane", scenario.dataplane_list()[0], "--driver", load.driver,
     ]  # fmt: skip
     if load.rate is not None:

@@ -1,13 +1,14 @@
 """What the Balance tab shows: live per-pod counts of the current UI run, from a pluggable source.
 
 A :class:`BalanceSource` answers "how many requests has each target pod answered so far, over how many
-connections, from which source pod". :class:`RecordsDirSource` reads the run's record parts as the workers
-flush them (about once a second); a source fed by Locust's worker reports plugs in the same way.
+connections, from which source pod". :class:`CountingSink` is one: it sits in front of the run's Parquet
+sink in the master's record collector and counts the batches the workers send with their Locust reports.
 :class:`BalanceView` turns successive counts into the tab's rows: share, requests/s, connections, the
 source × target matrix, and Jain's index and max/mean from :func:`analysis.metrics.balance_of`.
 
     view = BalanceView(targets=[("echo-0", "node-0"), ...], sources=["source-0", "source-1"])
-    view.follow(RecordsDirSource(run_dir / "records", cell="nftables/keepalive"))
+    sink = CountingSink(ParquetSink(run_dir / "records"))   # the collector's sink for this run
+    view.follow(sink, label="run 1: nftables/keepalive")
     view.snapshot()["jain"]          # 0.333 for one kept-alive connection per source over 6 pods
 """
 
@@ -18,13 +19,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from analysis.metrics import balance_of
+from loadtests import collect
 
 RATE_WINDOW = 3.0
 """Seconds over which requests/s is measured: long enough to smooth one-second record flushes."""
@@ -44,20 +45,19 @@ class BalanceCounts:
 
 
 class BalanceSource(Protocol):
-    """Where live counts come from (record parts on disk, or Locust worker reports)."""
+    """Where live counts come from."""
 
     def counts(self) -> BalanceCounts: ...
 
 
-class RecordsDirSource:
-    """Counts one cell's records from the Parquet parts flushed so far, reading each part once."""
+class CountingSink:
+    """A record sink that counts each batch on its way to ``inner`` (the run's Parquet parts).
 
-    COLUMNS = ("cell", "source_pod", "target_pod", "server_conn", "status", "error")
+    The master's :class:`loadtests.collect.RecordCollector` hands it every batch the workers send with
+    their reports, so the counts are as live as Locust's own statistics."""
 
-    def __init__(self, directory: Path, *, cell: str) -> None:
-        self.directory = directory
-        self.cell = cell
-        self._seen: set[str] = set()
+    def __init__(self, inner: collect.Sink | None = None) -> None:
+        self.inner = inner
         self._lock = threading.Lock()
         self._requests = 0
         self._errors = 0
@@ -65,9 +65,17 @@ class RecordsDirSource:
         self._matrix: Counter[tuple[str, str]] = Counter()
         self._conns: dict[str, set[int]] = {}
 
+    def write(self, source_pod: str, table: pa.Table) -> None:
+        self._count(table)
+        if self.inner is not None:
+            self.inner.write(source_pod, table)
+
+    def close(self, workers: dict[str, Any]) -> None:
+        if self.inner is not None:
+            self.inner.close(workers)
+
     def counts(self) -> BalanceCounts:
         with self._lock:
-            self._read_new()
             return BalanceCounts(
                 requests=self._requests,
                 errors=self._errors,
@@ -76,27 +84,19 @@ class RecordsDirSource:
                 matrix=dict(self._matrix),
             )
 
-    def _read_new(self) -> None:
-        if not self.directory.is_dir():
-            return
-        for path in sorted(self.directory.glob("*.parquet")):
-            if path.name in self._seen:
-                continue
-            self._seen.add(path.name)
-            table = pq.read_table(path, columns=list(self.COLUMNS))
-            table = table.filter(pc.equal(table["cell"], self.cell))
-            if table.num_rows == 0:
-                continue
-            self._errors += table.num_rows - int(pc.sum(pc.equal(table["error"], "")).as_py() or 0)
-            answered = table.filter(pc.greater(table["status"], 0))
+    def _count(self, table: pa.Table) -> None:
+        errors = table.num_rows - int(pc.sum(pc.equal(table["error"], "")).as_py() or 0)
+        answered = table.filter(pc.greater(table["status"], 0))
+        pairs = answered.group_by(["source_pod", "target_pod"]).aggregate([([], "count_all")]).to_pylist()
+        conns = answered.group_by(["target_pod", "server_conn"]).aggregate([]).to_pylist()
+        with self._lock:
+            self._errors += errors
             self._requests += answered.num_rows
-            sources = answered["source_pod"].to_pylist()
-            targets = answered["target_pod"].to_pylist()
-            conns = answered["server_conn"].to_pylist()
-            for source, target, conn in zip(sources, targets, conns, strict=True):
-                self._per_pod[target] += 1
-                self._matrix[(source, target)] += 1
-                self._conns.setdefault(target, set()).add(conn)
+            for row in pairs:
+                self._per_pod[row["target_pod"]] += row["count_all"]
+                self._matrix[(row["source_pod"], row["target_pod"])] += row["count_all"]
+            for row in conns:
+                self._conns.setdefault(row["target_pod"], set()).add(row["server_conn"])
 
 
 @dataclass(frozen=True, kw_only=True)

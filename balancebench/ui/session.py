@@ -8,7 +8,7 @@ Every run is recorded like a cell of ``balancebench run``: its records, ``run.js
 
     session = UiSession(scenario, session_dir=Path("results/20261202-ui-seed"), master=("127.0.0.1", 41234))
     session.ensure_cluster("nftables")    # cluster up, tunnels, workers
-    run = session.begin_run(load)          # before Locust spawns users
+    run = session.begin_run(cell)          # before Locust spawns users; run.collector takes the records
     ...
     session.finish_run(run)                # after Locust's test_stop: run.json, report.html
     session.close()                        # workers, tunnels, cluster: nothing left
@@ -23,25 +23,24 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from analysis.manifest import CellMeta, HostInfo, LoadSpec, PodRef, Run, write_run
+from analysis.manifest import HostInfo, Run, write_run
 from analysis.records import RECORDS_DIR
 from analysis.report import write_report
 from balancebench.clusters import registry
 from balancebench.clusters.base import Cluster, ClusterStatus
 from balancebench.errors import ClusterError
-from balancebench.loadrun import LOCUSTFILE, CellLoad
-from balancebench.loadrun import _server_counts as server_counts  # the cross-check run_cell makes
-from balancebench.runner import cluster_spec
-from balancebench.scenario import Scenario
-from balancebench.ui.balance import RecordsDirSource
+from balancebench.loadrun import LOCUSTFILE
+from balancebench.runner import cell_meta, cluster_spec
+from balancebench.scenario import Cell, Scenario
+from balancebench.servers import server_counts
+from balancebench.ui.balance import CountingSink
 from balancebench.ui.tunnel import Tunnel
-from loadtests.policy import parse_policy
+from loadtests import collect
 
 log = logging.getLogger("balancebench.ui")
 
@@ -67,17 +66,12 @@ class UiRun:
     """One start…stop of the web UI, recorded as a one-cell run."""
 
     number: int
-    load: CellLoad
-    dataplane: str
-    policy_label: str
+    cell: Cell
     run_dir: Path
     started: datetime
     before: dict[str, int]
-    status: ClusterStatus
-
-    @property
-    def source(self) -> RecordsDirSource:
-        return RecordsDirSource(self.run_dir / RECORDS_DIR, cell=self.load.cell)
+    sink: CountingSink
+    collector: collect.RecordCollector
 
 
 class UiSession:
@@ -145,77 +139,53 @@ class UiSession:
     def workers_alive(self) -> int:
         return sum(1 for worker in self.workers if worker.process.poll() is None)
 
-    def begin_run(self, load: CellLoad, *, policy_label: str) -> UiRun:
-        """A new run directory for ``load`` and the servers' counters before it starts."""
+    def begin_run(self, cell: Cell) -> UiRun:
+        """A new run directory and record collector for ``cell``, and the servers' counters before it."""
         if self.cluster is None or self.dataplane is None:
             raise ClusterError("no cluster is up")
         self.runs += 1
-        slug = _SLUG.sub("_", f"{self.runs}-{self.dataplane}-{policy_label}").strip("_")
+        slug = _SLUG.sub("_", f"{self.runs}-{cell.dataplane}-{cell.policy_label}").strip("_")
         run_dir = self.session_dir / slug
         (run_dir / RECORDS_DIR).mkdir(parents=True, exist_ok=True)
         status = self.cluster.status()
         before, _ = server_counts(self.cluster, [p.name for p in status.targets(ready_only=False)])
+        sink = CountingSink(collect.ParquetSink(run_dir / RECORDS_DIR))
+        collector = collect.RecordCollector(sink=sink, expected_workers=len(self.workers))
         return UiRun(
             number=self.runs,
-            load=load,
-            dataplane=self.dataplane,
-            policy_label=policy_label,
+            cell=cell,
             run_dir=run_dir,
             started=datetime.now(UTC),
             before=before,
-            status=status,
+            sink=sink,
+            collector=collector,
         )
 
-    def finish_run(self, run: UiRun, *, answered: Callable[[], int]) -> Path:
-        """Record the stopped run: wait for its last records, write run.json and the report."""
-        finished = datetime.now(UTC)
+    def finish_run(self, run: UiRun) -> Path:
+        """Record the stopped run: wait for the workers' last records, write run.json and the report."""
+        cluster = self.cluster
+        if cluster is None:
+            raise ClusterError("the cluster went away before the run was recorded")
         server: int | None = None
-        if self.cluster is not None:
-            deadline = time.monotonic() + SETTLE_TIMEOUT
-            while True:
-                server = self._served_since(run)
-                if (server is not None and answered() >= server) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.3)
-        load = run.load
-        policy = parse_policy(load.policy)
-        per_source = load.users_per_source
-        if policy.max_connections is not None:
-            per_source = min(per_source, policy.max_connections)
-        sources = run.status.sources()
-        elapsed = (finished - run.started).total_seconds()
-        meta = CellMeta(
-            cell=load.cell,
-            dataplane=run.dataplane,
-            policy=run.policy_label,
-            policy_spec=policy.spec(),
-            driver=load.driver,
-            path=self.scenario.path,
-            load=LoadSpec(
-                model="open" if load.rate is not None else "closed",
-                users_per_source=load.users_per_source,
-                think_time_s=load.think_time,
-                rate=load.rate,
-                duration_s=elapsed,
-                warmup_s=load.warmup,
-            ),
-            open_loop=load.rate is not None,
-            concurrency=max(1, per_source * len(sources)),
-            target_pods=tuple(PodRef(name=p.name, node=p.node) for p in run.status.targets()),
-            source_pods=tuple(PodRef(name=p.name, node=p.node) for p in sources),
-            server_requests=server,
-            started=run.started,
-            finished=finished,
-        )
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while True:
+            server = self._served_since(run)
+            settled = server is not None and run.sink.counts().requests >= server
+            if (run.collector.all_final() and settled) or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        run.collector.close()
+        meta = cell_meta(self.scenario, run.cell, cluster, None, run.started)
+        meta = meta.model_copy(update={"server_requests": server, "complete": True})
         write_run(
             run.run_dir,
             Run(
                 scenario=f"{self.scenario.name}-ui",
                 scenario_file=self.scenario_file or None,
                 started=run.started,
-                finished=finished,
+                finished=meta.finished,
                 provider=self.provider.name,
-                host=HostInfo(cpus=_cpus()),
+                host=HostInfo(cpus=os.cpu_count()),
                 cells=(meta,),
             ),
         )
@@ -253,7 +223,3 @@ def _end(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def _cpus() -> int | None:
-    return os.cpu_count()

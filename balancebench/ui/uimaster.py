@@ -33,13 +33,16 @@ from werkzeug.datastructures import ImmutableMultiDict
 
 from balancebench.clusters import registry
 from balancebench.clusters.base import DATAPLANES
+from balancebench.durations import parse_duration
 from balancebench.errors import BalancebenchError, InvalidInput, MissingFeature
-from balancebench.loadrun import CellLoad
 from balancebench.runner import cluster_spec
-from balancebench.scenario import Scenario, load_scenario, parse_duration
+from balancebench.scenario import Cell, Scenario, load_scenario
 from balancebench.ui.balance import BalanceView, RunLink
 from balancebench.ui.session import UiRun, UiSession
-from loadtests.policy import PRESETS
+from loadtests import collect
+from loadtests.drivers import check_driver
+from loadtests.load import Load
+from loadtests.policy import PRESETS, PolicyError, parse_policy
 
 log = logging.getLogger("balancebench.ui")
 
@@ -51,6 +54,9 @@ SERVICE_PATHS: tuple[str, ...] = tuple(Scenario.model_fields["path"].annotation.
 
 WORKER_TIMEOUT = 60.0
 """Seconds for every worker of a new cluster to connect to the master."""
+
+STOP_TIMEOUT = 2.0
+"""Seconds users get to finish the request in flight after a stop (workers rejoin this long after)."""
 
 PAGE = Path(__file__).with_name("balance.html")
 TAB_SCRIPT = Path(__file__).with_name("balance-tab.js")
@@ -86,7 +92,7 @@ def _ui_arguments(parser: Any) -> None:
         choices=SERVICE_PATHS,
         help="how clients reach the Service",
     )
-    add("--duration", default="60s", help="the run stops by itself after this long, e.g. 60s")
+    add("--max-duration", default="60s", help="the run stops by itself after this long, e.g. 60s")
 
 
 @events.init.add_listener
@@ -115,7 +121,7 @@ class BalanceShape(LoadTestShape):
         controller = _controller
         if controller is None or controller.run is None:
             return None
-        if self.get_run_time() >= controller.run.load.duration:
+        if self.get_run_time() >= controller.max_duration:
             return None
         users = controller.users
         return users, float(users)
@@ -130,6 +136,7 @@ class Controller:
         self.view = view
         self.run: UiRun | None = None
         self.users = 0
+        self.max_duration = 0.0
         self.service_url = ""
 
     def bring_up(self, dataplane: str) -> None:
@@ -167,35 +174,49 @@ class Controller:
             raise InvalidInput(f"dataplane {dataplane} cannot run on this machine: {_why(dataplane)}")
         users = _positive_int(form.get("users_per_source", "1"), "users per source")
         rate_text = form.get("rate", "").strip()
-        load = CellLoad(
-            cell=f"{dataplane}/{policy}",
-            policy=policy,
-            driver=form.get("driver", "policy"),
-            users_per_source=users,
-            think_time=_duration(form.get("think_time", "0"), "think time"),
-            rate=_number(rate_text, "rate") if rate_text else None,
-            duration=_duration(form.get("duration", "60s"), "duration"),
-            warmup=_duration(form.get("warmup", "0"), "warm-up"),
-        )
-        if load.think_time and load.rate is not None:
+        rate = _number(rate_text, "rate") if rate_text else None
+        think_time = _duration(form.get("think_time", "0"), "think time")
+        if think_time and rate is not None:
             raise InvalidInput("give a think time (closed loop) or a rate (open loop), not both")
+        try:
+            load = Load(
+                model="open" if rate is not None else "closed",
+                driver=form.get("driver", "policy"),
+                users_per_source=users,
+                think_time_s=think_time,
+                rate=rate,
+                duration_s=None,  # the run ends when stopped, or by the shape at its maximum duration
+                warmup_s=_duration(form.get("warmup", "0"), "warm-up"),
+                stop_timeout_s=STOP_TIMEOUT,
+            )
+            check_driver(load.driver, parse_policy(policy))
+        except PolicyError as exc:
+            raise InvalidInput(str(exc)) from None
+        max_duration = _duration(form.get("max_duration", "60s"), "max duration")
+        if max_duration <= 0:
+            raise InvalidInput("max duration must be positive, e.g. 60s")
         if dataplane != self.session.dataplane:
             self.bring_up(dataplane)
         self.wait_for_workers()
-        run = self.session.begin_run(load, policy_label=policy)
+        cell = Cell(
+            id=f"{dataplane}/{policy}", dataplane=dataplane, policy_label=policy, policy=policy, load=load
+        )
+        run = self.session.begin_run(cell)
+        collect.set_current(run.collector)  # the locustfile's master hands every batch to the current one
         self.run = run
+        self.max_duration = max_duration
         self.users = users * len(self.session.workers)
-        self.view.follow(run.source, label=f"run {run.number}: {load.cell}")
-        records = run.run_dir.resolve() / "records"
-        log.info("run %d: %s, %d users → %s", run.number, load.cell, self.users, run.run_dir)
+        self.view.follow(run.sink, label=f"run {run.number}: {cell.id}")
+        log.info("run %d: %s, %d users → %s", run.number, cell.id, self.users, run.run_dir)
         return {
             **form,
             "host": self.service_url,
             "policy": policy,
-            "cell": load.cell,
-            "records_dir": str(records),
+            "cell": cell.id,
+            "records_dir": str(run.run_dir.resolve() / "records"),  # workers send records when set
             "think_time": form.get("think_time", "0") or "0",
             "rate": rate_text,
+            "duration": "",
         }
 
     def finish(self) -> None:
@@ -203,17 +224,16 @@ class Controller:
         if run is None:
             return
         self.run = None
-        source = run.source
         self.view.finish(None, state="recording")
         try:
-            report = self.session.finish_run(run, answered=lambda: source.counts().requests)
+            report = self.session.finish_run(run)
         except Exception as exc:  # the UI must survive a bad run; say why in the log and on the tab
             log.error("run %d: no report: %s", run.number, exc)
             self.view.finish(None, state=f"no report: {exc}")
             return
         name = run.run_dir.name
         link = RunLink(
-            name=name, label=f"run {run.number}: {run.load.cell}", report_url=f"balance/runs/{name}/"
+            name=name, label=f"run {run.number}: {run.cell.id}", report_url=f"balance/runs/{name}/"
         )
         self.view.finish(link)
         log.info("run %d recorded: %s", run.number, report)
@@ -290,7 +310,7 @@ def tab_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     rows.append(
         {
             "pod": f"all ({snapshot['pods_used']} of {snapshot['pods_total']} used)",
-            "node": snapshot["state"],
+            "node": f"{snapshot['label'].partition(':')[0] or 'no run'}, {snapshot['state']}",
             "requests": snapshot["requests"],
             "share": f"Jain {jain:.3f}" if jain is not None else "Jain –",
             "rate": round(snapshot["rate"]),

@@ -1,14 +1,17 @@
-"""The Balance tab's numbers: live counts from real record parts, shares, connections, matrix, Jain."""
+"""The Balance tab's numbers: live counts of real record batches, shares, connections, matrix, Jain."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from balancebench.ui.balance import BalanceView, RecordsDirSource, RunLink
+from balancebench.ui.balance import BalanceView, CountingSink, RunLink
 from balancebench.ui.uimaster import tab_rows
-from loadtests.recorder import Record, RecordWriter
+from loadtests import collect
+from loadtests.recorder import Record, RecordBuffer
 
 TARGETS = [("echo-0", "node-0"), ("echo-1", "node-1"), ("echo-2", "node-0"), ("echo-3", "node-1")]
 
@@ -23,36 +26,37 @@ def _record(
     )  # fmt: skip
 
 
-def test_counts_follow_the_parts_as_they_are_flushed(tmp_path: Path) -> None:
-    writer = RecordWriter(tmp_path, source_pod="source-0")
-    source = RecordsDirSource(tmp_path, cell="nftables/keepalive")
-    assert source.counts().requests == 0
-    for _ in range(30):
-        writer.add(_record("source-0", "echo-1", 1))
-    writer.add(_record("source-0", "", 2, status=0))
-    writer.add(_record("source-0", "echo-2", 3, cell="nftables/other"))  # another cell: not counted
-    writer.flush()
-    first = source.counts()
-    assert (first.requests, first.errors) == (30, 1)
-    assert first.per_pod == {"echo-1": 30} and first.connections == {"echo-1": 1}
-    other = RecordWriter(tmp_path, source_pod="source-1")
-    for conn in range(10):
-        other.add(_record("source-1", "echo-3", 100 + conn))
-    other.flush()
-    second = source.counts()  # only the new part is read
-    assert second.requests == 40
-    assert second.connections == {"echo-1": 1, "echo-3": 10}
-    assert second.matrix == {("source-0", "echo-1"): 30, ("source-1", "echo-3"): 10}
+def _table(records: list[Record]) -> pa.Table:
+    buffer = RecordBuffer()
+    for item in records:
+        buffer.add(item)
+    table = buffer.take()
+    assert table is not None
+    return table
 
 
-def test_view_shows_a_pinned_spread_with_idle_pods_counted(tmp_path: Path) -> None:
-    writer = RecordWriter(tmp_path, source_pod="source-0")
+def test_the_sink_counts_each_batch_and_writes_it_on(tmp_path: Path) -> None:
+    sink = CountingSink(collect.ParquetSink(tmp_path))
+    assert sink.counts().requests == 0
+    first = [_record("source-0", "echo-1", 1) for _ in range(30)] + [_record("source-0", "", 2, status=0)]
+    sink.write("source-0", _table(first))
+    counts = sink.counts()
+    assert (counts.requests, counts.errors) == (30, 1)
+    assert counts.per_pod == {"echo-1": 30} and counts.connections == {"echo-1": 1}
+    sink.write("source-1", _table([_record("source-1", "echo-3", 100 + conn) for conn in range(10)]))
+    counts = sink.counts()
+    assert counts.requests == 40
+    assert counts.connections == {"echo-1": 1, "echo-3": 10}
+    assert counts.matrix == {("source-0", "echo-1"): 30, ("source-1", "echo-3"): 10}
+    assert pq.read_table(sorted(tmp_path.glob("*.parquet"))).num_rows == 41  # every record written on
+
+
+def test_view_shows_a_pinned_spread_with_idle_pods_counted() -> None:
+    sink = CountingSink()
     for source, target in (("source-0", "echo-1"), ("source-1", "echo-3")):
-        for _ in range(50):
-            writer.add(_record(source, target, 1))
-    writer.flush()
+        sink.write(source, _table([_record(source, target, 1) for _ in range(50)]))
     view = BalanceView(targets=TARGETS, sources=["source-0", "source-1"])
-    view.follow(RecordsDirSource(tmp_path, cell="nftables/keepalive"), label="run 1: nftables/keepalive")
+    view.follow(sink, label="run 1: nftables/keepalive")
     snapshot = view.snapshot()
     assert snapshot["jain"] == pytest.approx(0.5)  # 2 of 4 pods, evenly: (100)² / (4 · 2 · 50²)
     assert snapshot["max_mean"] == pytest.approx(2.0)
@@ -68,6 +72,7 @@ def test_view_shows_a_pinned_spread_with_idle_pods_counted(tmp_path: Path) -> No
         "connections": 1, "src0": 50, "src1": 0,
     }  # fmt: skip
     assert rows[-1]["share"] == "Jain 0.500" and rows[-1]["src0"] == "max/mean 2.00"
+    assert rows[-1]["node"] == "run 1, running"
 
     view.finish(
         RunLink(name="1-nftables-keepalive", label="run 1", report_url="balance/runs/1-nftables-keepalive/")

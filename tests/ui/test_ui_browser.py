@@ -155,7 +155,7 @@ def test_balance_tab_keepalive_then_per_request(tmp_path: Path) -> None:
 
             _start(page, "keepalive")
             # One user per source pod keeps one connection: at most 2 of the 4 pods get anything.
-            rows = _wait_rows(page, lambda r: _requests(r) > 300)
+            rows = _wait_rows(page, lambda r: _summary(r)[1] == "run 1, running" and _requests(r) > 300)
             # The panel above the table agrees (it polls on its own, also after a stop).
             page.wait_for_function(
                 "() => /^[12] of 4$/.test(document.querySelector('[data-figure=used]')?.textContent || '')"
@@ -172,7 +172,8 @@ def test_balance_tab_keepalive_then_per_request(tmp_path: Path) -> None:
 
             page.get_by_role("button", name="New").click()
             _start(page, "per-request")
-            rows = _wait_rows(page, lambda r: _summary(r)[1] == "running" and _requests(r) > 300)
+            # Until its first poll the page shows the last rows of run 1: wait for run 2's own.
+            rows = _wait_rows(page, lambda r: _summary(r)[1] == "run 2, running" and _requests(r) > 300)
             _shoot(page, tmp_path, "ui-balance-per-request.png")
             assert _summary(rows)[0] == "all (4 of 4 used)", rows
             jain = float(_summary(rows)[3].removeprefix("Jain "))
