@@ -46,8 +46,8 @@ def test_shipped_scenarios_are_valid(path: Path) -> None:
 def test_seed_expands_to_the_seed_matrix() -> None:
     scenario = load_scenario(SCENARIOS / "seed.yaml")
     ids = [cell.id for cell in scenario.cells()]
-    assert ids[:2] == ["nftables/okhttp", "nftables/okhttp-1s"]
-    assert "nftables/per-request" in ids
+    assert ids[:2] == ["ipvs/okhttp", "ipvs/okhttp-1s"]  # the incident's dataplane first, then nftables
+    assert "nftables/per-request" in ids and len(ids) == 2 * 6
     gaps = next(c for c in scenario.cells() if c.id == "nftables/okhttp-1s-idle-gaps")
     assert gaps.policy == "okhttp-1s,scope=user"
     assert gaps.load.think_time_s == pytest.approx(1.5)
