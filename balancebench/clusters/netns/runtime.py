@@ -5,8 +5,9 @@ A cluster leaves only these objects outside its sandbox, all named after the clu
     RUNTIME_DIR/<name>.lock   held (flock) by the cluster's keeper for as long as any part of it lives
     RUNTIME_DIR/<name>.sock   the supervisor's control socket
     RUNTIME_DIR/<name>.log    keeper and supervisor log; kept after an abnormal end, for the post-mortem
-    <cgroup2>/balancebench-<name>[/<pod>]   ebpf dataplane only: connect4 is attached to the cluster's
-                              cgroup, and every pod process lives in its pod's
+    <cgroup2>/balancebench-<tag>.<name>[/<pod>]
+                              ebpf dataplane only: connect4 is attached to the cluster's cgroup, and
+                              every pod process lives in its pod's; <tag> names the runtime directory
 
 State is discovered, not stored: a cluster runs exactly when its lock is held, so a crash (even SIGKILL of
 every process) never leaves something ``list`` cannot see, and ``collect_garbage`` removes what a dead
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -46,6 +48,12 @@ RUNTIME_DIR_ENV = "BALANCEBENCH_RUNTIME_DIR"
 
 def runtime_dir() -> Path:
     """The per-user directory for locks, sockets and logs (created on first use, mode 0700)."""
+    path = _runtime_dir_path()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _runtime_dir_path() -> Path:
     if os.environ.get(RUNTIME_DIR_ENV):
         path = Path(os.environ[RUNTIME_DIR_ENV])
     elif os.geteuid() == 0:
@@ -54,8 +62,15 @@ def runtime_dir() -> Path:
         path = Path(os.environ["XDG_RUNTIME_DIR"]) / "balancebench"
     else:
         path = Path(f"/tmp/balancebench-{os.getuid()}")
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def _cgroup_prefix() -> str:
+    """``balancebench-<tag>.``: cgroups are machine-wide, runtime directories are not, so a cluster's cgroup
+    names its runtime directory; garbage collection then never takes another directory's (a user's, another
+    test session's) live cluster for a dead one of its own."""
+    tag = hashlib.sha256(str(_runtime_dir_path()).encode()).hexdigest()[:6]
+    return f"{CGROUP_PREFIX}{tag}."  # the dot: no cluster name has one, so older sweeps skip these too
 
 
 def lock_path(name: str) -> Path:
@@ -91,7 +106,7 @@ def cgroup2_root() -> Path | None:
 
 def cluster_cgroup(name: str) -> Path | None:
     root = cgroup2_root()
-    return own_path(root, CGROUP_PREFIX + check_cluster_name(name)) if root is not None else None
+    return own_path(root, _cgroup_prefix() + check_cluster_name(name)) if root is not None else None
 
 
 def claim(name: str) -> int:
@@ -271,8 +286,9 @@ def collect_garbage() -> list[str]:
             os.close(fd)
     root = cgroup2_root()
     if root is not None and os.geteuid() == 0:
-        for cgroup in root.glob(f"{CGROUP_PREFIX}*"):
-            name = cgroup.name.removeprefix(CGROUP_PREFIX)
+        prefix = _cgroup_prefix()
+        for cgroup in root.glob(f"{prefix}*"):
+            name = cgroup.name.removeprefix(prefix)
             if _is_cluster_name(name) and not is_running(name):
                 remove_cgroup_tree(cgroup)
                 cleaned.add(name)
