@@ -25,7 +25,7 @@ from balancebench.clusters.base import Cluster
 from balancebench.errors import BalancebenchError
 from balancebench.events.base import Event, EventContext
 
-POLL_INTERVAL = 0.05
+POLL_INTERVAL = 0.1
 """Seconds between looks at the echo servers' counters while waiting for the cell's first request."""
 START_TIMEOUT = 90.0
 """Seconds to wait for the first request before the events are given up (Locust never started)."""
