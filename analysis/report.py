@@ -423,6 +423,11 @@ def _events_figure(entry: Mapping[str, Any], colors: Mapping[str, str]) -> go.Fi
         if event["started_s"] is None:
             continue
         figure.add_vline(x=event["started_s"], line={"color": "#555", "dash": "dash", "width": 1})
+        if event["finished_s"] is not None and event["finished_s"] - event["started_s"] > 0.05:
+            # from the event's start until it was done (new pods ready, the rollout finished)
+            figure.add_vrect(
+                x0=event["started_s"], x1=event["finished_s"], fillcolor="#888", opacity=0.12, line_width=0
+            )
         figure.add_annotation(
             x=event["started_s"], y=1.0, yref="paper", text=event["description"], showarrow=False,
             textangle=-90, xanchor="right", yanchor="top", font={"size": 10},
