@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from balancebench.clusters import registry
+from balancebench.clusters.netns import runtime
 from balancebench.clusters.netns.provider import check_machine
 from balancebench.errors import MissingFeature
 
@@ -80,6 +81,22 @@ def _listening_addresses(port: int) -> set[str]:
             address, _, hex_port = local.rpartition(":")
             if state == "0A" and int(hex_port, 16) == port:
                 found.add(address)
+    return found
+
+
+def _labelled(prefix: str) -> list[str]:
+    """Processes whose environment says they belong to a cluster named ``prefix…``."""
+    found = []
+    marker = f"{runtime.LABEL}={prefix}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(item.startswith(marker) for item in environ.split(b"\0")):
+            found.append(proc.name)
     return found
 
 
@@ -191,6 +208,7 @@ def test_balance_tab_keepalive_then_per_request(tmp_path: Path) -> None:
             assert "nftables/per-request" in report.content()
             _shoot(report, tmp_path, "ui-report.png")
             browser.close()
+        master = int(Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split()[0])
     finally:
         ui.send_signal(signal.SIGINT)
         try:
@@ -199,8 +217,12 @@ def test_balance_tab_keepalive_then_per_request(tmp_path: Path) -> None:
             ui.kill()
             raise
     assert code == 130
-    # Nothing left after Ctrl-C: no cluster, and every run recorded like `balancebench run`.
+    # Nothing left after Ctrl-C: not the master, no cluster, no process of its clusters (pods, tunnels,
+    # workers, supervisors: named after the master's pid) ...
+    assert not Path(f"/proc/{master}").exists()
     assert set(registry.running_clusters()) == before
+    assert _labelled(f"bb{master}-") == []
+    # ... and every run recorded like `balancebench run`.
     runs = sorted(p for p in (tmp_path / "session").iterdir() if p.name != "logs")
     assert [p.name for p in runs] == ["1-nftables-keepalive", "2-nftables-per-request"]
     for run in runs:
