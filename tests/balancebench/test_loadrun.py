@@ -329,6 +329,28 @@ def test_interrupted_cell_kills_its_processes_and_keeps_its_records(
     assert kept > 0
 
 
+def test_a_worker_that_dies_mid_cell_is_named_and_what_reached_the_master_is_kept(
+    loopback: LoopbackCluster, tmp_path: Path
+) -> None:
+    first = len(loopback.launched)  # this cell's master, then one worker per source pod
+
+    def kill_a_worker(progress: CellProgress) -> None:
+        worker = loopback.launched[first + 2]  # the worker in client-1
+        if progress.requests > 0 and worker.poll() is None:
+            worker.kill()
+
+    cell = a_cell("loopback/worker-dies", duration_s=8, warmup_s=0)
+    with pytest.raises(RunError, match="locust worker-client-1 exited with code -9"):
+        run_cell(
+            loopback, cell, tmp_path, progress=kill_a_worker, progress_interval=0.5, master_port=free_port()
+        )
+    assert all(p.poll() is not None for p in loopback.launched)
+    rows = pq.read_table(tmp_path / "records").to_pylist()
+    assert {r["source_pod"] for r in rows} >= {"client-0"}  # the living worker's records all arrived
+    master_log = (tmp_path / "logs" / "loopback_worker-dies" / "master.log").read_text()
+    assert "no last records from client-1" in master_log
+
+
 def test_unknown_source_pod_is_invalid_input(loopback: LoopbackCluster, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="no source pod client-7"):
         run_cell(loopback, a_cell("l/c"), tmp_path, source_pods=("client-7",))
