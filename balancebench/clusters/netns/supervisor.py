@@ -254,11 +254,17 @@ class Supervisor:
             self._start(pod)
         await self._until_stopped(self.nodes.wait_ready(time.monotonic() + START_TIMEOUT))
         log.info("%s nodes ready at %.0f ms", self.nodes.info().name, _ms_since(started))
-        self.dataplane = create(spec.dataplane, self._dataplane_context())
-        self.dataplane.setup()
+        dataplane = create(spec.dataplane, self._dataplane_context())
+        # Programming the nodes and waiting for the pods' probes are independent: do both at once.
+        setup = asyncio.ensure_future(asyncio.to_thread(dataplane.setup))
+        try:
+            await self._wait_ready(targets)
+            log.info("%d echo pods ready at %.0f ms", len(targets), _ms_since(started))
+        finally:
+            await asyncio.wait({setup})
+        setup.result()
+        self.dataplane = dataplane
         log.info("dataplane %s set up at %.0f ms", spec.dataplane, _ms_since(started))
-        await self._wait_ready(targets)
-        log.info("%d echo pods ready at %.0f ms", len(targets), _ms_since(started))
         self._sync()
 
     async def _until_stopped(self, step: Coroutine[Any, Any, None]) -> None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import importlib
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol
@@ -172,6 +173,17 @@ def require_tools(dataplane: str, *tools: str) -> None:
                 f"dataplane {dataplane} needs {tool!r}, which is not installed: run scripts/setup.sh "
                 "(or install it with apt-get), or choose another --dataplane"
             )
+
+
+def on_every_node(nodes: Sequence[Node], program: Callable[[Node], None]) -> None:
+    """Run ``program`` for every node at once (UML nodes answer slowly, each on its own CPU time)."""
+    if len(nodes) <= 1:
+        for node in nodes:
+            program(node)
+        return
+    with ThreadPoolExecutor(max_workers=min(len(nodes), 8)) as pool:
+        for future in [pool.submit(program, node) for node in nodes]:
+            future.result()
 
 
 def in_netns(netns: str, argv: Sequence[str]) -> list[str]:

@@ -37,6 +37,7 @@ from balancebench.clusters.netns.dataplanes import (
     DataplaneContext,
     Endpoint,
     Node,
+    on_every_node,
     require_tools,
 )
 from balancebench.errors import MissingFeature
@@ -141,24 +142,27 @@ class IpvsDataplane:
         return [f"{service.cluster_ip}:{service.port}", f"{node.ip}:{service.node_port}"]
 
     def setup(self) -> None:
+        on_every_node(self.context.nodes, self._setup_node)
+
+    def _setup_node(self, node: Node) -> None:
         service = self.context.service
         flags = " -b mh-port" if self.scheduler == "mh" else ""
-        for node in self.context.nodes:
-            node.shell.run(
-                ["ip", "-batch", "-"],
-                input=f"link add {DEVICE} type dummy\naddr add {service.cluster_ip}/32 dev {DEVICE}\n",
-            )
-            node.shell.run(["sysctl", "-qw", *SYSCTLS])
-            node.shell.run(node.shell.iptables_restore, input=masquerade_rules(self.context))
-            commands = [f"-A -t {vs} -s {self.scheduler}{flags}" for vs in self.virtual_servers(node)]
-            node.shell.run(["ipvsadm", "-R"], input="\n".join(commands) + "\n")
+        node.shell.run(
+            ["ip", "-batch", "-"],
+            input=f"link add {DEVICE} type dummy\naddr add {service.cluster_ip}/32 dev {DEVICE}\n",
+        )
+        node.shell.run(["sysctl", "-qw", *SYSCTLS])
+        node.shell.run(node.shell.iptables_restore, input=masquerade_rules(self.context))
+        commands = [f"-A -t {vs} -s {self.scheduler}{flags}" for vs in self.virtual_servers(node)]
+        node.shell.run(["ipvsadm", "-R"], input="\n".join(commands) + "\n")
 
     def sync(self, endpoints: Sequence[Endpoint]) -> None:
         # kube-proxy adds in sorted order, so every node's scheduler state starts out the same.
         wanted = sorted({real_server(ep) for ep in endpoints})
         added = [rs for rs in wanted if rs not in self._active]
         removed = [rs for rs in self._active if rs not in wanted]
-        for node in self.context.nodes:
+
+        def sync_node(node: Node) -> None:
             virtual = self.virtual_servers(node)
             terminating = self._terminating[node.name]
             counts = self._counts(node) if removed else {}
@@ -172,6 +176,8 @@ class IpvsDataplane:
             lines += [f"-e -t {vs} -r {rs} -m -w 0" for vs, rs in weight_zero]
             if lines:
                 node.shell.run(["ipvsadm", "-R"], input="\n".join(lines) + "\n")
+
+        on_every_node(self.context.nodes, sync_node)
         self._active = wanted
 
     def tick(self) -> None:
