@@ -12,6 +12,7 @@ from analysis.balance import Balance
 from analysis.events import CellChanges, Reconciliation
 from analysis.explain import Explain
 from analysis.manifest import CellMeta
+from analysis.protocols import ProtocolFacts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +129,8 @@ class CellMetrics:
     """Client attempts = answered by a server + failed without reaching one (:mod:`analysis.events`)."""
     changes: CellChanges | None = None
     """What the cell's events (scale, kill, rolling restart …) did; None without events."""
+    protocols: ProtocolFacts | None = None
+    """Streams per HTTP/2 connection and the TLS handshake share (:mod:`analysis.protocols`)."""
 
     @property
     def cell(self) -> str:

@@ -53,6 +53,7 @@ from analysis.metric_types import (
     SourceTargetMatrix,
     TimeSeries,
 )
+from analysis.protocols import compute_protocols
 from analysis.records import ERROR_KINDS
 
 __all__ = [
@@ -129,7 +130,10 @@ def _with_changes(cells: list[CellMetrics], records: pd.DataFrame | RecordColumn
     columns = records if isinstance(records, RecordColumns) else RecordColumns.from_frame(records)
     return [
         replace(
-            cell, reconciliation=reconcile(columns, cell.meta), changes=compute_changes(columns, cell.meta)
+            cell,
+            reconciliation=reconcile(columns, cell.meta),
+            changes=compute_changes(columns, cell.meta),
+            protocols=compute_protocols(columns, cell.meta),
         )
         for cell in cells
     ]

@@ -99,6 +99,7 @@ from typing import TYPE_CHECKING, Any
 from analysis.errors import AnalysisError
 from analysis.events import changes_entry, event_lines
 from analysis.explain import CONNECTION_COLUMNS, connection_rows, explain_entry, explain_lines
+from analysis.protocols import protocol_sentence, protocols_entry
 
 if TYPE_CHECKING:  # at run time this module stays light: `compare` imports it without pandas or scipy
     from analysis.manifest import Run
@@ -382,6 +383,9 @@ def detail_lines(entry: Mapping[str, Any]) -> list[str]:
         f"lifetime p50 {_seconds(lifetime['p50'])}, max {_seconds(lifetime['max'])}.",
         reconnects,
     ]
+    protocol = protocol_sentence(entry.get("protocol"))
+    if protocol:
+        lines.append(protocol)
     corrected = entry.get("latency_corrected_ms")
     if corrected:
         lines.append(
@@ -533,6 +537,7 @@ def _cell_entry(metrics: CellMetrics, label: str) -> dict[str, Any]:
         },
         **explain_entry(metrics.explain),
         **changes_entry(metrics.reconciliation, metrics.changes),
+        **protocols_entry(metrics.protocols),
     }
 
 
