@@ -27,6 +27,13 @@ def ui(
         Path | None,
         typer.Option("--out", help="Session directory, one run directory per start (default: results/…-ui)."),
     ] = None,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            help="Cluster provider, overriding the scenario's cluster.provider (netns, …, or auto).",
+        ),
+    ] = None,
 ) -> None:
     """Serve Locust's web UI with a Balance tab; Ctrl-C stops it and brings the cluster down."""
     from balancebench.runner import RESULTS, plan, prepare_run_dir
@@ -34,7 +41,8 @@ def ui(
     from balancebench.ui import check_port, is_loopback, serve
 
     path = scenario_file or SEED
-    scenario, _ = plan(load_scenario(path))
+    overrides = [f"cluster.provider={provider}"] if provider else []
+    scenario, _ = plan(load_scenario(path, overrides=overrides))
     if not is_loopback(web_host):
         typer.echo(
             f"warning: --web-host {web_host} serves the UI beyond this machine; anyone who reaches it "

@@ -68,15 +68,16 @@ def test_finding_an_unknown_cluster_names_the_providers_asked() -> None:
 
 
 def _commands() -> dict[str, typer.models.CommandInfo]:
-    from balancebench.commands import cluster, run
+    from balancebench.commands import cluster, run, ui
 
     found = {f"cluster {c.name or c.callback.__name__}": c for c in cluster.app.registered_commands}  # type: ignore[union-attr]
     found["run"] = run.app.registered_commands[0]
+    found["ui"] = ui.app.registered_commands[0]
     return found
 
 
 @pytest.mark.parametrize("command", sorted(_commands()))
-def test_every_cluster_verb_and_run_take_provider(command: str) -> None:
+def test_every_cluster_verb_run_and_ui_take_provider(command: str) -> None:
     callback = _commands()[command].callback
     assert callback is not None
     assert "provider" in inspect.signature(callback).parameters
@@ -100,10 +101,11 @@ def test_an_unknown_provider_is_one_line_and_exit_2(
     assert err.count("\n") == 1 and "unknown cluster provider 'nope'" in err
 
 
-def test_run_rejects_an_unknown_provider_before_anything_starts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["run", "ui"])
+def test_run_and_ui_reject_an_unknown_provider_before_anything_starts(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["run", "loadtests/scenarios/seed.yaml", "--provider", "nope", "--out", f"{tmp_path}/run"])
+    code = main([command, "loadtests/scenarios/seed.yaml", "--provider", "nope", "--out", f"{tmp_path}/run"])
     err = capsys.readouterr().err
     assert code == 2 and "unknown provider 'nope'" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
