@@ -198,3 +198,51 @@ class BalanceView:
         if t1 - t0 <= 0:
             return {}
         return {pod: (last.get(pod, 0) - first.get(pod, 0)) / (t1 - t0) for pod in last}
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.1f} %"
+
+
+def tab_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Balance tab's table: one row per target pod, then the whole run."""
+    sources = snapshot["sources"]
+    rows = []
+    for pod in snapshot["pods"]:
+        row = {
+            "pod": pod["pod"],
+            "node": pod["node"],
+            "requests": pod["requests"],
+            "share": _percent(pod["share"]),
+            "rate": round(pod["rate"]),
+            "connections": pod["connections"],
+        }
+        row.update({f"src{i}": pod["from"].get(source, 0) for i, source in enumerate(sources)})
+        rows.append(row)
+    jain, max_mean = snapshot["jain"], snapshot["max_mean"]
+    rows.append(
+        {
+            "pod": f"all ({snapshot['pods_used']} of {snapshot['pods_total']} used)",
+            "node": f"{snapshot['label'].partition(':')[0] or 'no run'}, {snapshot['state']}",
+            "requests": snapshot["requests"],
+            "share": f"Jain {jain:.3f}" if jain is not None else "Jain –",
+            "rate": round(snapshot["rate"]),
+            "connections": sum(pod["connections"] for pod in snapshot["pods"]),
+            "src0": f"max/mean {max_mean:.2f}" if max_mean is not None else "max/mean –",
+        }
+    )
+    return rows
+
+
+def tab_structure(sources: list[str]) -> list[dict[str, str]]:
+    """The columns of the Balance tab's table (Locust's ``extended_tables`` structure)."""
+    columns = [
+        ("pod", "Target pod"),
+        ("node", "Node"),
+        ("requests", "Requests"),
+        ("share", "Share"),
+        ("rate", "Req/s"),
+        ("connections", "Connections"),
+    ]
+    columns += [(f"src{i}", f"from {source}") for i, source in enumerate(sources)]
+    return [{"key": key, "title": title} for key, title in columns]

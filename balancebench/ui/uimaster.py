@@ -34,10 +34,10 @@ from werkzeug.datastructures import ImmutableMultiDict
 from balancebench.clusters import registry
 from balancebench.clusters.base import DATAPLANES
 from balancebench.durations import parse_duration
-from balancebench.errors import BalancebenchError, InvalidInput, MissingFeature
+from balancebench.errors import BalancebenchError, InvalidInput
 from balancebench.runner import cluster_spec
 from balancebench.scenario import Cell, Scenario, load_scenario
-from balancebench.ui.balance import BalanceView, RunLink
+from balancebench.ui.balance import BalanceView, RunLink, tab_rows, tab_structure
 from balancebench.ui.session import UiRun, UiSession
 from loadtests import collect
 from loadtests.drivers import check_driver
@@ -170,8 +170,7 @@ class Controller:
         if not policy:
             raise InvalidInput("preset 'custom' needs a compact policy, e.g. okhttp,max-age=30s±10%")
         dataplane = form.get("dataplane", self.session.dataplane or DATAPLANES[0])
-        if dataplane not in available_dataplanes(self.session.scenario):
-            raise InvalidInput(f"dataplane {dataplane} cannot run on this machine: {_why(dataplane)}")
+        check_dataplane(self.session.scenario, dataplane)
         users = _positive_int(form.get("users_per_source", "1"), "users per source")
         rate_text = form.get("rate", "").strip()
         rate = _number(rate_text, "rate") if rate_text else None
@@ -242,20 +241,11 @@ class Controller:
 _controller: Controller | None = None
 
 
-def available_dataplanes(scenario: Scenario) -> list[str]:
-    provider = registry.resolve(scenario.cluster.provider)
-    found = []
-    for dataplane in DATAPLANES:
-        try:
-            provider.check(cluster_spec(scenario, dataplane))
-        except MissingFeature:
-            continue
-        found.append(dataplane)
-    return found
-
-
-def _why(dataplane: str) -> str:
-    return "not one of " + ", ".join(DATAPLANES) if dataplane not in DATAPLANES else "see 'balancebench run'"
+def check_dataplane(scenario: Scenario, dataplane: str) -> None:
+    """InvalidInput (with the provider's own reason) unless ``dataplane`` can run here."""
+    if dataplane not in DATAPLANES:
+        raise InvalidInput(f"unknown dataplane {dataplane!r}: choose one of {', '.join(DATAPLANES)}")
+    registry.resolve(scenario.cluster.provider).check(cluster_spec(scenario, dataplane))
 
 
 def _positive_int(text: str, what: str) -> int:
@@ -287,53 +277,6 @@ def _duration(text: str, what: str) -> float:
         raise InvalidInput(f"{what}: {exc}") from None
 
 
-def _percent(value: float) -> str:
-    return f"{value * 100:.1f} %"
-
-
-def tab_rows(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Balance tab's table: one row per target pod, then the whole run."""
-    sources = snapshot["sources"]
-    rows = []
-    for pod in snapshot["pods"]:
-        row = {
-            "pod": pod["pod"],
-            "node": pod["node"],
-            "requests": pod["requests"],
-            "share": _percent(pod["share"]),
-            "rate": round(pod["rate"]),
-            "connections": pod["connections"],
-        }
-        row.update({f"src{i}": pod["from"].get(source, 0) for i, source in enumerate(sources)})
-        rows.append(row)
-    jain, max_mean = snapshot["jain"], snapshot["max_mean"]
-    rows.append(
-        {
-            "pod": f"all ({snapshot['pods_used']} of {snapshot['pods_total']} used)",
-            "node": f"{snapshot['label'].partition(':')[0] or 'no run'}, {snapshot['state']}",
-            "requests": snapshot["requests"],
-            "share": f"Jain {jain:.3f}" if jain is not None else "Jain –",
-            "rate": round(snapshot["rate"]),
-            "connections": sum(pod["connections"] for pod in snapshot["pods"]),
-            "src0": f"max/mean {max_mean:.2f}" if max_mean is not None else "max/mean –",
-        }
-    )
-    return rows
-
-
-def _tab_structure(sources: list[str]) -> list[dict[str, str]]:
-    columns = [
-        ("pod", "Target pod"),
-        ("node", "Node"),
-        ("requests", "Requests"),
-        ("share", "Share"),
-        ("rate", "Req/s"),
-        ("connections", "Connections"),
-    ]
-    columns += [(f"src{i}", f"from {source}") for i, source in enumerate(sources)]
-    return [{"key": key, "title": title} for key, title in columns]
-
-
 def _init(environment: Environment, web_ui: Any = None, **_: Any) -> None:
     global _controller
     if not isinstance(environment.runner, MasterRunner) or environment.parsed_options is None:
@@ -342,7 +285,6 @@ def _init(environment: Environment, web_ui: Any = None, **_: Any) -> None:
     scenario_file = options.bb_scenario
     scenario = load_scenario(Path(scenario_file))
     session_dir = Path(options.bb_session_dir)
-    runner = environment.runner
     session = UiSession(
         scenario,
         session_dir=session_dir,
@@ -356,7 +298,6 @@ def _init(environment: Environment, web_ui: Any = None, **_: Any) -> None:
     environment.events.test_stop.add_listener(lambda **_: gevent.spawn(controller.finish))
     controller.bring_up(options.dataplane)
     controller.wait_for_workers()  # the web UI opens (and answers) once the start form can be used
-    del runner
     if web_ui is not None:
         _extend(web_ui, controller)
 
@@ -365,7 +306,7 @@ def _extend(web_ui: Any, controller: Controller) -> None:
     app = web_ui.app
     sources = controller.view.sources
     web_ui.template_args["extended_tabs"] = [{"title": "Balance", "key": "balance"}]
-    web_ui.template_args["extended_tables"] = [{"key": "balance", "structure": _tab_structure(sources)}]
+    web_ui.template_args["extended_tables"] = [{"key": "balance", "structure": tab_structure(sources)}]
     web_ui.template_args["extended_csv_files"] = [
         {"href": "./balance", "title": "Balance: live view and the reports of every run"},
         {"href": "./balance/report/latest", "title": "Balance report of the last run"},

@@ -8,8 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from balancebench.ui.balance import BalanceView, CountingSink, RunLink
-from balancebench.ui.uimaster import tab_rows
+from balancebench.ui.balance import BalanceView, CountingSink, RunLink, tab_rows
 from loadtests import collect
 from loadtests.recorder import Record, RecordBuffer
 
