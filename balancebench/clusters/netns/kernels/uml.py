@@ -143,15 +143,26 @@ def node_script(*, index: int, nodes: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+IPTABLES_RESTORE = {
+    "nft": ("iptables-nft-restore", "--noflush", "-w", "5"),
+    "legacy": ("iptables-legacy-restore", "--noflush"),  # the legacy restore has no -w option
+}
+"""The iptables backend a node's kernel supports: nft where it has the nftables IPv4 family (Debian's UML
+6.1 has not: CONFIG_NF_TABLES_IPV4 is unset), else legacy."""
+BACKEND_PROBE = (
+    "if command -v nft >/dev/null && nft add table ip bb-probe 2>/dev/null; "
+    "then nft delete table ip bb-probe; echo nft; else echo legacy; fi"
+)
+
+
 class AgentShell:
     """Runs commands in a UML node through its agent; a failure names the ``cluster exec`` that repeats it."""
 
     kernel = "uml"
-    iptables_restore: tuple[str, ...] = ("iptables-legacy-restore", "--noflush")
-    """UML has no nftables IPv4 family: the legacy backend, whose restore has no ``-w`` option."""
 
-    def __init__(self, *, address: str, cluster: str, node: str) -> None:
+    def __init__(self, *, address: str, cluster: str, node: str, backend: str = "legacy") -> None:
         self.address = address
+        self.iptables_restore: tuple[str, ...] = IPTABLES_RESTORE[backend]
         self._prefix = ["balancebench", "cluster", "exec", cluster, node, "--"]
 
     def run(self, argv: Sequence[str], *, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -180,6 +191,7 @@ class UmlNodes:
         self.modules = dataplanes.kernel_modules(dataplane)
         self.release = modules_release() or "unknown"
         self._processes: list[subprocess.Popen[bytes]] = []
+        self._backends = ["legacy"] * nodes
 
     def address(self, index: int) -> str:
         return f"{addressing.node_ip(index)}:{AGENT_PORT}"
@@ -258,11 +270,14 @@ class UmlNodes:
                 "sysctl -qw " + " ".join(NODE_SYSCTLS),
                 f"sysctl -qw net.netfilter.nf_conntrack_max={CONNTRACK_MAX}",
                 f"echo {CONNTRACK_MAX // 4} > /sys/module/nf_conntrack/parameters/hashsize",
+                BACKEND_PROBE,
             ]
         )
-        await asyncio.to_thread(
+        done = await asyncio.to_thread(
             shell.run, ["sh", "-ec", script], input=node_script(index=index, nodes=self.count)
         )
+        lines = done.stdout.split()
+        self._backends[index] = lines[-1] if lines and lines[-1] in IPTABLES_RESTORE else "legacy"
 
     def _last_log_line(self, name: str) -> str:
         try:
@@ -272,7 +287,12 @@ class UmlNodes:
         return lines[-1] if lines else "no output"
 
     def _shell(self, index: int) -> AgentShell:
-        return AgentShell(address=self.address(index), cluster=self.cluster, node=self.names[index])
+        return AgentShell(
+            address=self.address(index),
+            cluster=self.cluster,
+            node=self.names[index],
+            backend=self._backends[index],
+        )
 
     def add_pods(self, pods: Sequence[PodLink]) -> None:
         run(["ip", "-batch", "-"], input=sandbox_script(nodes=None, pods=pods))
