@@ -16,6 +16,7 @@ flushed, and no part ever replaces another. The token is random, not the pid: po
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 from collections.abc import Sequence
@@ -85,11 +86,21 @@ class RecordBuffer:
         return records_table(rows) if rows else None
 
 
+_POD_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,198}[a-z0-9])?")
+"""A DNS-subdomain pod name, short enough that ``<pod>-<token>-<seq>.parquet`` fits a file name."""
+
+
 class RecordWriter:
     """Writes record tables as numbered Parquet parts (``write``), or buffers records and writes them
     every ``flush_rows`` rows and on ``flush``."""
 
     def __init__(self, directory: Path, *, source_pod: str, flush_rows: int = 50_000) -> None:
+        # The pod name arrives in a worker's message and becomes part of a file name: it must be a plain
+        # Kubernetes-style name, so no part can ever land outside ``directory`` (``../x``, ``/etc``).
+        if not _POD_NAME.fullmatch(source_pod):
+            raise ValueError(
+                f"source pod {source_pod[:60]!r} is not a pod name: no records are written for it"
+            )
         self.directory = directory
         self.source_pod = source_pod
         self.flush_rows = flush_rows

@@ -61,3 +61,12 @@ def test_source_identity(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], e
     pod, node = source_identity()
     assert node == expected[1]
     assert pod == (expected[0] or os.uname().nodename)
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/b", ".hidden", "", "Source-0", "a\0b", "x" * 250])
+def test_a_source_pod_that_is_not_a_pod_name_never_becomes_a_path(tmp_path: Path, name: str) -> None:
+    """The name comes over the network in a worker's message: a part must never land outside records/."""
+    records = tmp_path / "run" / "records"
+    with pytest.raises(ValueError, match="is not a pod name"):
+        RecordWriter(records, source_pod=name)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []
