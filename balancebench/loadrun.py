@@ -208,8 +208,10 @@ def run_cell(
         "-t", f"{run_time}s", "-s", f"{math.ceil(load.stop_timeout_s)}s",
         "-H", host, "--exit-code-on-error", "0", *options,
     ]  # fmt: skip
+    # Workers quit by themselves now: a failed request (a killed pod's reset) is a measurement, not a crash.
     worker_argv = [
-        *common, "--worker", "--master-host", master_pod.ip, "--master-port", str(master_port), *options,
+        *common, "--worker", "--master-host", master_pod.ip, "--master-port", str(master_port),
+        "--exit-code-on-error", "0", *options,
     ]  # fmt: skip
 
     processes: list[_Process] = []
