@@ -17,7 +17,7 @@ from loadtests.grpcclient import GrpcClient
 from loadtests.h2client import H2Client
 from loadtests.policy import PolicyError, parse_policy
 from loadtests.protocols import TLS_SERVER_NAME, check_protocol
-from tests.loadtests.conftest import echo_metrics
+from tests.loadtests.conftest import echo_metrics, run_locust
 from workloads.echo.process import EchoProcess
 
 
@@ -191,3 +191,22 @@ def test_options_a_protocol_lacks_are_refused(protocol: str, policy: str, messag
         check_protocol(protocol, parse_policy(policy))
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "policy", "connections"),
+    [("http1-tls", "per-request", 40), ("http1-tls", "keepalive", 2), ("h2-tls", "keepalive,scope=source", 1),
+     ("grpc", "grpc", 1)],
+)  # fmt: skip
+def test_locust_records_every_request_of_each_protocol(
+    echo: EchoProcess, certs: Certificates, tmp_path: Path, protocol: str, policy: str, connections: int
+) -> None:
+    # real Locust (gevent-patched): 2 users × 20 requests each, the records say what the servers counted
+    args = ["--protocol", protocol, "--tls-ca", str(certs.ca), "--stop-after-requests", "40"]
+    run = run_locust(echo, tmp_path / "records", policy=policy, users=2, args=args)
+    assert len(run.rows) == run.server_requests == 40, run.output[-2000:]
+    assert {r["protocol"] for r in run.rows} == {protocol}
+    assert all(r["status"] == 200 and r["error"] == "" for r in run.rows)
+    assert run.server_connections == connections
+    tls = echo_metrics(echo)["echo_tls_handshakes_total"]
+    assert sum(1 for r in run.rows if r["tls_ms"] > 0) == (connections if protocol != "grpc" else 0) == tls
