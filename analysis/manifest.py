@@ -118,6 +118,8 @@ class CellMeta(_Model):
     policy_spec: str | None = None
     driver: str | None = None
     path: str = "clusterip"
+    decision: str | None = Field(default=None, exclude_if=lambda decision: decision is None)
+    """Where the service path makes the balancing decision, one sentence; None in older runs."""
     repetition: int = Field(default=0, ge=0)
     load: LoadSpec = Field(default_factory=LoadSpec)
     open_loop: bool = False

@@ -243,6 +243,7 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
     return f"""<section class="cell" id="{anchor}">
 <h2>{_e(entry["cell"])}</h2>
 <p class="sentence">{_e(entry["sentence"])}</p>
+{f'<p class="decision">{_e(entry["decision"])}</p>' if entry.get("decision") else ""}
 {chance}
 <dl class="facts">{fact_html}</dl>
 <ul class="details">{details}</ul>

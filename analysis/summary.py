@@ -333,6 +333,8 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines += _markdown_table(RANKING_COLUMNS, ranking_rows(summary))
     for entry in summary["cells"]:
         lines += ["", f"## {entry['cell']}", "", entry["sentence"], ""]
+        if entry.get("decision"):
+            lines += [entry["decision"], ""]
         lines += [f"- {line}" for line in detail_lines(entry)] + [""]
         lines += _markdown_table(POD_COLUMNS, pod_rows(entry))
         explained = explain_lines(entry)
@@ -469,6 +471,7 @@ def _cell_entry(metrics: CellMetrics, label: str) -> dict[str, Any]:
         "policy_spec": meta.policy_spec,
         "driver": meta.driver,
         "path": meta.path,
+        "decision": meta.decision,
         "repetition": meta.repetition,
         "load_model": meta.load.model,
         "open_loop": meta.open_loop,

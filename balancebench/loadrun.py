@@ -36,6 +36,7 @@ import loadtests
 from analysis.records import RECORDS_DIR
 from balancebench.clusters.base import Cluster, ClusterStatus, Pod
 from balancebench.errors import InvalidInput, RunError
+from balancebench.paths.base import Entry
 from balancebench.scenario import Cell
 from balancebench.servers import server_counts
 from loadtests import collect
@@ -167,12 +168,14 @@ def run_cell(
     master_port: int = MASTER_PORT,
     python: str = sys.executable,
     settle: Callable[[], None] | None = None,
+    entry: Entry | None = None,
 ) -> CellResult:
     """Run ``cell`` on ``cluster``; records go to ``run_dir/records``, Locust logs to ``run_dir/logs``.
 
     ``source_pods``: the source pods to generate load from; empty = all of the cluster's. ``settle`` is
     called once the load has ended, before the servers' counters are read (the runner waits there for a
-    change under load still in progress)."""
+    change under load still in progress). ``entry``: where the load goes in (``balancebench.paths``); None:
+    the Service's ClusterIP."""
     load = cell.load
     if load.duration_s is None:
         raise InvalidInput(f"cell {cell.id}: a cell needs a duration, e.g. 15s")
@@ -180,7 +183,7 @@ def run_cell(
     sources = _pick_sources(status.sources(), source_pods, cluster.name)
     master_pod = status.load_master or sources[0]  # a pod of its own where the cluster has one (kind)
     service = status.service
-    host = f"http://{service.cluster_ip}:{service.port}"
+    host = entry.host if entry is not None else f"http://{service.cluster_ip}:{service.port}"
     records_dir = run_dir / RECORDS_DIR
     logs_dir = run_dir / "logs" / (_SLUG.sub("_", cell.id).strip("_") or "cell")
     records_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +201,7 @@ def run_cell(
     endpoints = headless_endpoints(status) if load.service == "headless" else []
     tls_ca = str(run_dir / TLS_DIR / "ca.pem") if protocol_spec(load.protocol).tls else ""
     options = locust_options(cell, "-", endpoints=endpoints, tls_ca=tls_ca)
+    options += entry.locust_options if entry is not None else ()
     # Killing what Cluster.exec returned ends Locust too (SIGTERM: workers send their last records first).
     common = [python, "-m", "locust", "-f", str(LOCUSTFILE)]
     master_argv = [

@@ -35,6 +35,7 @@ from analysis.manifest import (
     load_run,
     write_run,
 )
+from balancebench import paths
 from balancebench.certs import Certificates, make_certificates
 from balancebench.clusters import registry
 from balancebench.clusters.base import Cluster, ClusterSpec, Provider, ProviderOptions
@@ -133,6 +134,7 @@ def cluster_spec(scenario: Scenario, dataplane: str, *, tls: Certificates | None
         node_kernel=scenario.cluster.node_kernel,
         echo_args=(*scenario.echo.flags(), *tls_args),
         pod_echo_args=scenario.echo.pod_flags(),
+        **paths.cluster_needs(scenario.paths),
     )
 
 
@@ -167,6 +169,10 @@ def plan(scenario: Scenario, options: ProviderOptions | None = None) -> tuple[Sc
         if missing is not None:
             raise MissingFeature(missing)
     provider = registry.resolve(scenario.cluster.provider, options)
+    for path in scenario.paths:
+        missing = paths.missing(path, provider.name)
+        if missing is not None:
+            raise MissingFeature(missing)
     available: list[str] = []
     skipped: dict[str, str] = {}
     for dataplane in dataplanes_of(scenario, provider):
@@ -282,15 +288,17 @@ def run_scenario(
                     result: CellResult | None = None
                     timeline = _timeline(scenario, cell, cluster)
                     try:
-                        result = run_cell(
-                            cluster,
-                            cell,
-                            run_dir,
-                            progress=lambda p, c=cell, i=index: emit(  # type: ignore[misc]
-                                RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
-                            ),
-                            settle=timeline.finish if timeline is not None else None,
-                        )
+                        with paths.entering(cluster, cell.path) as entry:
+                            result = run_cell(
+                                cluster,
+                                cell,
+                                run_dir,
+                                entry=entry,
+                                progress=lambda p, c=cell, i=index: emit(  # type: ignore[misc]
+                                    RunEvent(cell=c, index=i, total=len(cells), phase="running", progress=p)
+                                ),
+                                settle=timeline.finish if timeline is not None else None,
+                            )
                     finally:
                         # A cell cut short (error, Ctrl-C) is recorded too, marked incomplete, so what it
                         # measured stays readable.
@@ -364,7 +372,8 @@ def cell_meta(
         policy=cell.policy_label,
         policy_spec=policy.spec(),
         driver=load.driver,
-        path=scenario.path,
+        path=cell.path,
+        decision=paths.decision(cell.path),
         repetition=cell.repetition,
         load=LoadSpec.model_validate(load.manifest()),
         open_loop=load.open_loop,

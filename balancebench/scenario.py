@@ -1,7 +1,8 @@
 """Scenario files: a pydantic model of one benchmark matrix and its expansion into cells.
 
-A scenario names the cluster, the echo pods' options, the load, the client pool policies and the dataplanes;
-``cells()`` expands dataplanes × policies × repetitions into the independent units a run measures.
+A scenario names the cluster, the echo pods' options, the load, the client pool policies, the dataplanes and
+the service paths; ``cells()`` expands dataplanes × paths × policies × repetitions into the independent units
+a run measures.
 
     >>> scenario = load_scenario(Path("loadtests/scenarios/seed.yaml"), overrides=["load.duration=5s"])
     >>> [cell.id for cell in scenario.cells()]
@@ -35,6 +36,7 @@ from balancebench.durations import Duration
 from balancebench.errors import InvalidInput
 from balancebench.events import Event, PlanError, check_timeline, parse_event
 from balancebench.names import SCENARIO_NAME_MAX
+from balancebench.paths import DEFAULT_PATH, parse_path, path_choices
 from balancebench.yamlfile import parse_yaml, read_text
 from loadtests.load import Load
 
@@ -297,6 +299,10 @@ def _default_dataplanes() -> list[Dataplane]:
     return ["nftables"]
 
 
+def _default_paths() -> list[str]:
+    return [DEFAULT_PATH]
+
+
 def _policy_entry(value: object) -> object:
     return {"policy": value} if isinstance(value, str) else value
 
@@ -310,7 +316,8 @@ class Scenario(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     dataplanes: list[Dataplane] | Literal["all"] = Field(default_factory=_default_dataplanes, min_length=1)
     """The dataplanes to measure, or ``all``: every one this machine has (the runner resolves it)."""
-    path: Literal["clusterip"] = "clusterip"
+    paths: list[str] = Field(default_factory=_default_paths, min_length=1)
+    """The service paths to measure (``balancebench.paths``): clusterip, client-side, …"""
     echo: EchoConfig = EchoConfig()
     load: LoadConfig = LoadConfig()
     policies: list[Annotated[PolicyEntry, BeforeValidator(_policy_entry)]] = Field(min_length=1)
@@ -337,6 +344,24 @@ class Scenario(_Strict):
         if twice:
             # Every cell would run twice under one id, and the run could never be reported.
             raise ValueError(f"dataplane {twice[0]!r} is listed twice: list each dataplane once")
+        return value
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _known_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise ValueError(
+                f"list the service paths to measure, e.g. [clusterip, ingress], from {path_choices()}"
+            )
+        for text in value:
+            if not isinstance(text, str):
+                raise ValueError(f"unknown path {text!r}: choose from {path_choices()}")
+            parse_path(text)
+        twice = sorted({text for text in value if value.count(text) > 1})
+        if twice:
+            raise ValueError(f"path {twice[0]!r} is listed twice: list each path once")
         return value
 
     @field_validator("policies")
@@ -398,11 +423,17 @@ class Scenario(_Strict):
         return list(DATAPLANES) if self.dataplanes == "all" else list(self.dataplanes)
 
     def cells(self) -> list[Cell]:
-        """Every (dataplane, policy, repetition) this scenario measures, in run order."""
+        """Every (dataplane, path, policy, repetition) this scenario measures, in run order.
+
+        A cell's id is ``dataplane/policy``, or ``dataplane/path/policy`` off the default path."""
         return [
             Cell(
-                id=f"{dataplane}/{entry.label}" + (f"#{rep + 1}" if self.repetitions > 1 else ""),
+                id=f"{dataplane}/"
+                + ("" if path == DEFAULT_PATH else f"{path}/")
+                + entry.label
+                + (f"#{rep + 1}" if self.repetitions > 1 else ""),
                 dataplane=dataplane,
+                path=path,
                 policy_label=entry.label,
                 policy=entry.policy,
                 load=self.load_for(entry).build(),
@@ -411,6 +442,7 @@ class Scenario(_Strict):
                 seed=None if self.seed is None else self.seed + rep,
             )
             for dataplane in self.dataplane_list()
+            for path in self.paths
             for rep in range(self.repetitions)
             for entry in self.policies
         ]
@@ -427,6 +459,8 @@ class Cell:
     policy_label: str
     policy: str
     load: Load
+    path: str = "clusterip"
+    """The service path (``balancebench.paths``), e.g. ``client-side:random``."""
     repetition: int = 0
     seed: int | None = None
     echo_policy: Mapping[str, Any] = field(default_factory=dict)

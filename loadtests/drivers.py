@@ -23,6 +23,7 @@ import os
 import time
 from typing import Any, Protocol
 
+from loadtests.balanced import BalancedClient, check_balance
 from loadtests.client import (
     CONNECT_TIMEOUT,
     NETWORK_TIMEOUT,
@@ -105,11 +106,25 @@ def check_driver(driver: str, policy: PoolPolicy) -> None:
             )
 
 
+def check_client_balance(balance: str, *, driver: str, protocol: str, endpoints: str) -> None:
+    """PolicyError unless client-side ``balance`` (empty: none) can run with this driver and protocol."""
+    if not balance:
+        return
+    if driver != "policy" or protocol != "http1":
+        raise PolicyError(
+            f"client balance {balance} is done by the policy driver over http1 "
+            f"(got driver {driver}, protocol {protocol}): use driver policy, protocol http1"
+        )
+    check_balance(balance, parse_endpoints(endpoints))
+
+
 class DriverSet:
     """The drivers of one load-generator process: one per user, or one shared for ``scope=source``.
 
     ``protocol`` (see :mod:`loadtests.protocols`) picks the client of the ``policy`` driver; TLS protocols
-    trust ``tls_ca`` only; ``endpoints`` (``IP:PORT,…``, a headless Service's pods) feed gRPC's round_robin.
+    trust ``tls_ca`` only; ``endpoints`` (``IP:PORT,…``, a headless Service's pods) feed gRPC's round_robin,
+    or, with ``balance`` (``round_robin``/``random``), the policy driver's own per-request balancing
+    (:mod:`loadtests.balanced`: client-side balancing over HTTP/1.1).
     """
 
     def __init__(
@@ -122,10 +137,13 @@ class DriverSet:
         protocol: str = "http1",
         tls_ca: str = "",
         endpoints: str = "",
+        balance: str = "",
     ) -> None:
         check_driver(driver, policy)
-        check_protocol(protocol, policy, driver=driver, endpoints=endpoints)
+        check_client_balance(balance, driver=driver, protocol=protocol, endpoints=endpoints)
+        check_protocol(protocol, policy, driver=driver, endpoints="" if balance else endpoints)
         parse_base_url(base_url)
+        self.balance = balance
         self.driver = driver
         self.base_url = base_url
         self.policy = policy
@@ -184,6 +202,8 @@ class DriverSet:
             if self._program is None:
                 raise RuntimeError("balancebench: a closed DriverSet cannot make drivers")
             driver = self._program.driver()
+        elif self.balance:
+            driver = BalancedClient(self.endpoints, self.policy, next_id=self.ids.next, balance=self.balance)
         elif self.driver == "policy":
             driver = PolicyClient(self.base_url, self.policy, next_id=self.ids.next, tls=self.tls)
         elif self.driver == "httpx":

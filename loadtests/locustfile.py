@@ -30,7 +30,14 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from loadtests import collect
 from loadtests.client import parse_base_url
-from loadtests.drivers import ConnectionIds, Driver, DriverSet, check_driver, driver_missing
+from loadtests.drivers import (
+    ConnectionIds,
+    Driver,
+    DriverSet,
+    check_client_balance,
+    check_driver,
+    driver_missing,
+)
 from loadtests.load import Load, add_locust_arguments
 from loadtests.policy import PolicyError, PoolPolicy, parse_duration, parse_policy
 from loadtests.protocols import check_protocol, parse_endpoints, protocol_spec
@@ -54,6 +61,11 @@ def _add_arguments(parser: Any) -> None:
     add("--policy", default="keepalive", help="pool policy: a preset or compact form, e.g. okhttp-1s")
     add("--tls-ca", default="", help="TLS protocols: the CA file that signed the echo's certificate")
     add("--endpoints", default="", help="grpc: a headless Service's endpoints, IP:PORT,… (round_robin)")
+    add(
+        "--balance",
+        default="",
+        help="client-side balancing over --endpoints, per request: round_robin or random (empty: none)",
+    )
     add("--cell", default="", help="scenario cell id written into every record")
     add("--records-dir", default="", help="directory for Parquet records (empty: do not record)")
     add("--seed", default="", help="seed for client-side randomness (jitter, pick=random); empty: random")
@@ -71,7 +83,11 @@ def options_from(parsed: Any) -> tuple[PoolPolicy, Load]:
     policy = parse_policy(parsed.policy)
     load = Load.from_locust(parsed)
     check_driver(load.driver, policy)
-    check_protocol(load.protocol, policy, driver=load.driver, endpoints=parsed.endpoints)
+    check_client_balance(
+        parsed.balance, driver=load.driver, protocol=load.protocol, endpoints=parsed.endpoints
+    )
+    endpoints = "" if parsed.balance else parsed.endpoints
+    check_protocol(load.protocol, policy, driver=load.driver, endpoints=endpoints)
     parse_endpoints(parsed.endpoints)
     if protocol_spec(load.protocol).tls and not parsed.tls_ca:
         raise PolicyError(
@@ -223,6 +239,7 @@ def _start(environment: Environment, **_: Any) -> None:
         protocol=load.protocol,
         tls_ca=parsed.tls_ca,
         endpoints=parsed.endpoints,
+        balance=parsed.balance,
     )
     start = time.monotonic()
     schedule = None

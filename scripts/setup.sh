@@ -51,6 +51,34 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Proxies for the service paths (balancebench/paths): Debian's nginx (ingress) and haproxy (loadbalancer),
+# run only inside a cluster's sandbox. BALANCEBENCH_PATHS=none skips them (those paths then say how to get
+# them). Their packages would start system-wide services on install: a policy-rc.d that forbids it is
+# in place for the install only (Debian's own mechanism; an existing one is left alone).
+if [ "${BALANCEBENCH_PATHS:-all}" != none ]; then
+  proxy_packages=()
+  command -v nginx >/dev/null 2>&1 || proxy_packages+=(nginx)
+  command -v haproxy >/dev/null 2>&1 || proxy_packages+=(haproxy)
+  if [ "${#proxy_packages[@]}" -gt 0 ]; then
+    echo "setup: installing Debian packages for the ingress and loadbalancer paths: ${proxy_packages[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "setup: need root: run 'sudo apt-get install ${proxy_packages[*]}' and retry," \
+        "or BALANCEBENCH_PATHS=none make setup" >&2
+      exit 2
+    fi
+    policy=/usr/sbin/policy-rc.d
+    own_policy=no
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=yes
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${proxy_packages[@]}" >/dev/null || status=$?
+    [ "$own_policy" = yes ] && rm -f "$policy"
+    [ "${status:-0}" -eq 0 ] || exit "$status"
+  fi
+fi
+
 # The project's virtual environment, rebuilt when pyproject.toml changes.
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PYTHON --version)"

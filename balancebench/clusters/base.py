@@ -49,7 +49,9 @@ NODE_KERNELS: tuple[str, ...] = ("auto", "host", "uml")
 per node, for what the host lacks, such as IPVS), or ``auto`` (uml exactly when the dataplane needs it)."""
 
 
-PodRole = Literal["target", "source", "master"]
+PodRole = Literal["target", "source", "master", "proxy"]
+"""``proxy``: a pod that runs no echo and sends no load, for a service path's proxy (the ingress
+controller, ``balancebench.paths.ingress``); the path starts its program there."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +74,8 @@ class ClusterSpec:
     echo_args: tuple[str, ...] = ()
     pod_echo_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     node_kernel: str = "auto"
+    proxies: int = 0
+    """Extra ``proxy-N`` pods on the pod network, started empty (a service path runs its proxy there)."""
 
     def __post_init__(self) -> None:
         check_cluster_name(self.name)
@@ -155,6 +159,9 @@ class ClusterStatus:
 
     def sources(self) -> list[Pod]:
         return [p for p in self.pods if p.role == "source"]
+
+    def proxies(self) -> list[Pod]:
+        return [p for p in self.pods if p.role == "proxy"]
 
     def pod(self, name: str) -> Pod:
         for pod in self.pods:

@@ -87,6 +87,12 @@ CASES = [
     Case("set-bad-yaml-list", _run("--set", "load.duration=["), "--set load.duration: line 1 is not valid"),
     Case("set-bad-yaml-map", _run("--set", "cluster={nodes: 1"), "--set cluster"),
     Case("set-no-equals", _run("--set", "load.duration"), "expected key=value"),
+    Case(
+        "unknown-path", _run("--set", "paths=[clusterip, warp]"), "unknown path 'warp': choose from clusterip"
+    ),
+    Case(
+        "path-bad-option", _run("--set", "paths=[client-side:sticky]"), "its options are round_robin, random"
+    ),
     Case("set-empty-key", _run("--set", "=5"), "expected key=value"),
     Case("set-empty-part", _run("--set", "load..duration=5s"), "expected key=value"),
     Case("set-not-a-section", _run("--set", "name.x=1"), "name is not a section"),

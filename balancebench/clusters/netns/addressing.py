@@ -45,6 +45,10 @@ def source_name(serial: int) -> str:
     return f"source-{serial}"
 
 
+def proxy_name(serial: int) -> str:
+    return f"proxy-{serial}"
+
+
 def node_ip(index: int) -> str:
     """The node's address on the node network (its kind container IP)."""
     return f"172.18.0.{index + 2}"

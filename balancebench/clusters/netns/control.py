@@ -95,6 +95,7 @@ def spec_to_json(spec: ClusterSpec) -> dict[str, Any]:
         "echo_args": list(spec.echo_args),
         "pod_echo_args": {pod: list(args) for pod, args in spec.pod_echo_args.items()},
         "node_kernel": spec.node_kernel,
+        "proxies": spec.proxies,
     }
 
 
@@ -112,6 +113,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ClusterSpec:
         echo_args=tuple(data["echo_args"]),
         pod_echo_args={pod: tuple(args) for pod, args in data["pod_echo_args"].items()},
         node_kernel=data.get("node_kernel", "auto"),
+        proxies=data.get("proxies", 0),
     )
 
 

@@ -119,7 +119,7 @@ class Supervisor:
         )
         self.dataplane: Dataplane | None = None
         self.endpoints: tuple[Endpoint, ...] = ()
-        self._serials: dict[PodRole, int] = {"target": 0, "source": 0}
+        self._serials: dict[PodRole, int] = {"target": 0, "source": 0, "proxy": 0}
         self._next_host = [addressing.FIRST_POD_HOST] * spec.nodes
         self._veths = 0
         self._lock = asyncio.Lock()
@@ -240,7 +240,11 @@ class Supervisor:
         sources = [
             self._plan("source", node=addressing.round_robin_node(i, spec.nodes)) for i in range(spec.sources)
         ]
-        pods = targets + sources
+        # Pods for a service path's proxy (ingress): wired like any pod; the path starts the program.
+        proxies = [
+            self._plan("proxy", node=addressing.round_robin_node(i, spec.nodes)) for i in range(spec.proxies)
+        ]
+        pods = targets + sources + proxies
         self.nodes.build([p.link for p in pods])
         self._wire_pods(pods)
         log.info(
@@ -296,7 +300,9 @@ class Supervisor:
             raise ClusterError(f"node {self.node_names[node]} has no free pod address left in its /24")
         self._next_host[node] += 1
         self._veths += 1
-        name = addressing.target_name(serial) if role == "target" else addressing.source_name(serial)
+        name = {"target": addressing.target_name, "proxy": addressing.proxy_name}.get(
+            role, addressing.source_name
+        )(serial)
         pod = PodState(
             name=name,
             role=role,

@@ -1,0 +1,102 @@
+"""Service paths: how the load reaches the echo pods, and where the balancing decision is made.
+
+==================  ========================================================================================
+path                what the clients dial
+==================  ========================================================================================
+``clusterip``       the Service's ClusterIP: the source pod's node balances each new connection
+``client-side``     the ready endpoints themselves (a headless Service's DNS answer): the client picks an
+                    endpoint per request, ``client-side`` round-robin, ``client-side:random`` at random
+``ingress``         nginx as the ingress controller in a pod of its own: it balances every request over its
+                    kept-alive upstream connections to the ready pods
+==================  ========================================================================================
+
+A path is named ``NAME`` or ``NAME:OPTION`` in a scenario's ``paths:`` list; each is one module here with a
+``PATH`` object (:class:`ServicePath`) and one row in :data:`PATHS`.
+
+    >>> parse_path("client-side:random")
+    ('client-side', 'random')
+    >>> with entering(cluster, "client-side") as entry:
+    ...     run_cell(cluster, cell, run_dir, entry=entry)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
+
+from balancebench.clusters.base import Cluster
+from balancebench.paths import client_side, clusterip, ingress
+from balancebench.paths.base import Entry, ServicePath
+
+__all__ = [
+    "DEFAULT_PATH",
+    "PATHS",
+    "Entry",
+    "ServicePath",
+    "decision",
+    "entering",
+    "parse_path",
+    "path_choices",
+]
+
+
+PATHS: Mapping[str, ServicePath] = MappingProxyType(
+    {
+        "clusterip": clusterip.PATH,
+        "client-side": client_side.PATH,
+        "ingress": ingress.PATH,
+    }
+)
+"""Every service path by the name used in scenarios."""
+
+DEFAULT_PATH = "clusterip"
+
+
+def path_choices() -> str:
+    """Every path (with its options), for error messages: ``clusterip, client-side[:round_robin|random]``."""
+    return ", ".join(
+        name + (f"[:{'|'.join(path.options)}]" if path.options else "") for name, path in PATHS.items()
+    )
+
+
+def parse_path(text: str) -> tuple[str, str]:
+    """``NAME[:OPTION]`` → (name, option with its default filled in); ValueError naming the choices."""
+    name, sep, option = text.partition(":")
+    path = PATHS.get(name)
+    if path is None:
+        raise ValueError(f"unknown path {text!r}: choose from {path_choices()}")
+    if not sep:
+        return name, path.options[0] if path.options else ""
+    if option not in path.options:
+        allowed = ", ".join(path.options) if path.options else "none"
+        raise ValueError(f"path {name} has no option {option!r}: its options are {allowed}")
+    return name, option
+
+
+def missing(text: str, provider: str) -> str | None:
+    name, _ = parse_path(text)
+    return PATHS[name].missing(provider)
+
+
+def cluster_needs(texts: Sequence[str]) -> dict[str, int]:
+    """The ClusterSpec fields every path of ``texts`` needs, merged (the largest count wins)."""
+    needs: dict[str, int] = {}
+    for text in texts:
+        name, option = parse_path(text)
+        for field, value in PATHS[name].cluster_needs(option).items():
+            needs[field] = max(needs.get(field, 0), value)
+    return needs
+
+
+def decision(text: str) -> str:
+    name, option = parse_path(text)
+    return PATHS[name].decision(option)
+
+
+@contextlib.contextmanager
+def entering(cluster: Cluster, text: str) -> Iterator[Entry]:
+    """The path ``text`` set up on ``cluster`` for one cell (see :meth:`ServicePath.enter`)."""
+    name, option = parse_path(text)
+    with PATHS[name].enter(cluster, option) as entry:
+        yield entry

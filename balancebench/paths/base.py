@@ -1,0 +1,42 @@
+"""What every service path is (:class:`ServicePath`) and gives a cell (:class:`Entry`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from balancebench.clusters.base import Cluster
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """Where a cell's load goes in: the base URL the clients dial and the locustfile options the path adds."""
+
+    host: str
+    locust_options: tuple[str, ...] = ()
+
+
+class ServicePath(Protocol):
+    """One way into the Service: its options, where it decides, and how to set it up for a cell."""
+
+    name: str
+    options: tuple[str, ...]
+    """Allowed ``:OPTION`` values, the default first; empty: the path takes none."""
+
+    def missing(self, provider: str) -> str | None:
+        """Why this path cannot run on ``provider`` here (a program not installed), in one line; else None."""
+        ...
+
+    def cluster_needs(self, option: str) -> Mapping[str, int]:
+        """ClusterSpec fields the path needs (``{"proxies": 1}`` for the ingress controller's pod)."""
+        ...
+
+    def decision(self, option: str) -> str:
+        """Where the balancing decision is made, as one sentence for the report."""
+        ...
+
+    def enter(self, cluster: Cluster, option: str) -> contextlib.AbstractContextManager[Entry]:
+        """Set the path up on a running cluster for one cell; leaving the block removes what it started."""
+        ...

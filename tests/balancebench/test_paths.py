@@ -1,0 +1,79 @@
+"""Service paths on a real netns cluster, measured from the records: where the balancing decision is made.
+
+One scenario, one cluster, kept-alive clients (2 sources × 1 user): through the ClusterIP they pin to at most
+2 of 6 pods; balancing per request at the client (``client-side``) or at the ingress controller's nginx
+(``ingress``) spreads them over all 6.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from balancebench.clusters.netns.provider import check_machine
+from balancebench.errors import MissingFeature
+from balancebench.paths import PATHS, missing, parse_path
+
+SCENARIO = """
+name: paths
+cluster: {nodes: 2, targets: 6, sources: 2}
+dataplanes: [nftables]
+paths: [clusterip, client-side, ingress]
+load: {users_per_source: 1, duration: 3s, warmup: 0.5s}
+policies: [keepalive]
+seed: 3
+"""
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    try:
+        check_machine("nftables")
+    except MissingFeature as exc:
+        pytest.skip(str(exc))
+    why = missing("ingress", "netns")
+    if why is not None:
+        pytest.skip(why)
+    work = tmp_path_factory.mktemp("paths")
+    (work / "paths.yaml").write_text(SCENARIO)
+    done = subprocess.run(
+        [sys.executable, "-m", "balancebench", "run", str(work / "paths.yaml"), "--out", str(work / "run")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads((work / "run" / "summary.json").read_text())
+    return {cell["cell"]: cell for cell in data["cells"]}
+
+
+def test_clusterip_pins_kept_alive_clients(summary: dict[str, dict[str, object]]) -> None:
+    cell = summary["nftables/keepalive"]
+    assert cell["path"] == "clusterip" and cell["errors"] == 0
+    assert 1 <= cell["pods_used"] <= 2  # type: ignore[operator]
+    assert "per connection at the source pod's node" in str(cell["decision"])
+
+
+@pytest.mark.parametrize("path", ["client-side", "ingress"])
+def test_per_request_paths_spread_kept_alive_clients_over_all_pods(
+    summary: dict[str, dict[str, object]], path: str
+) -> None:
+    cell = summary[f"nftables/{path}/keepalive"]
+    assert cell["path"] == path and cell["errors"] == 0
+    assert cell["pods_used"] == 6
+    assert cell["balance"]["jain"] >= 0.95  # type: ignore[index]
+    assert cell["server_requests"] == cell["requests"] + cell["warmup_excluded"]  # type: ignore[operator]
+    assert "per request" in str(cell["decision"])
+
+
+def test_every_path_parses_with_its_options_and_says_where_it_decides() -> None:
+    for name, path in PATHS.items():
+        for option in path.options or ("",):
+            text = f"{name}:{option}" if option else name
+            assert parse_path(text) == (name, option)
+            assert path.decision(option).startswith("Balanced per ")
+    with pytest.raises(ValueError, match="unknown path 'warp'"):
+        parse_path("warp")
