@@ -41,10 +41,15 @@ from loadtests.drivers import (
 from loadtests.load import Load, add_locust_arguments
 from loadtests.policy import PolicyError, PoolPolicy, parse_duration, parse_policy
 from loadtests.protocols import check_protocol, parse_endpoints, protocol_spec
-from loadtests.recorder import Record, RecordBuffer, source_identity
+from loadtests.recorder import Record, RecordBuffer, records_table, source_identity
 from loadtests.shapes import Budget, ClosedLoopPacer, OpenLoopSchedule
 
 log = logging.getLogger("balancebench")
+
+# pyarrow's first conversion imports pandas, seconds on a busy machine. Paid here, before the runner exists:
+# done in a worker's first report it stalled the gevent loop past Locust's heartbeat liveness (3 s) and the
+# master gave the workers up as missing.
+records_table([])
 
 RECORD_KEY = "balancebench.record"
 """Key of the :class:`Record` in a request event's ``context``; the writer listens for it."""
