@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 from flask import Response, abort, jsonify, redirect, request, send_from_directory
 from locust import LoadTestShape, events
 from locust.env import Environment
@@ -38,7 +39,7 @@ from balancebench.errors import BalancebenchError, InvalidInput
 from balancebench.runner import cluster_spec
 from balancebench.scenario import Cell, Scenario, load_scenario
 from balancebench.ui.balance import BalanceView, RunLink, tab_rows, tab_structure
-from balancebench.ui.session import UiRun, UiSession
+from balancebench.ui.session import SETTLE_TIMEOUT, UiRun, UiSession
 from loadtests import collect
 from loadtests.drivers import check_driver
 from loadtests.load import Load
@@ -138,6 +139,9 @@ class Controller:
         self.users = 0
         self.max_duration = 0.0
         self.service_url = ""
+        self.recorded = gevent.event.Event()
+        """Set while no stopped run is still being recorded (a start waits for it)."""
+        self.recorded.set()
 
     def bring_up(self, dataplane: str) -> None:
         status = self.session.ensure_cluster(dataplane)
@@ -194,6 +198,8 @@ class Controller:
         max_duration = _duration(form.get("max_duration", "60s"), "max duration")
         if max_duration <= 0:
             raise InvalidInput("max duration must be positive, e.g. 60s")
+        # The last run's records and report come first: its view must not finish over this run's.
+        self.recorded.wait(timeout=SETTLE_TIMEOUT + 30.0)
         if dataplane != self.session.dataplane:
             self.bring_up(dataplane)
         self.wait_for_workers()
@@ -223,6 +229,7 @@ class Controller:
         if run is None:
             return
         self.run = None
+        self.recorded.clear()
         self.view.finish(None, state="recording")
         try:
             report = self.session.finish_run(run)
@@ -230,6 +237,8 @@ class Controller:
             log.error("run %d: no report: %s", run.number, exc)
             self.view.finish(None, state=f"no report: {exc}")
             return
+        finally:
+            self.recorded.set()
         name = run.run_dir.name
         link = RunLink(
             name=name, label=f"run {run.number}: {run.cell.id}", report_url=f"balance/runs/{name}/"
