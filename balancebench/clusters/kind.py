@@ -14,6 +14,7 @@ Clusters are named ``balancebench-<name>`` and found again by that name (``kind 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import re
 import shutil
@@ -329,6 +330,7 @@ class KindProvider:
         if name not in self.list():
             raise InvalidInput(f"no kind cluster {kind_cluster_name(name)!r}: see 'kind get clusters'")
         workdir = Path(tempfile.mkdtemp(prefix=f"balancebench-kind-{name}-"))
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # the kubeconfig lives as long as we do
         kubeconfig = workdir / "kubeconfig"
         done = shell.run(["kind", "get", "kubeconfig", "--name", kind_cluster_name(name)])
         kubeconfig.write_text(done.stdout)
