@@ -112,6 +112,9 @@ class CellResult:
     unread_pods: tuple[str, ...] = ()
     lost_workers: tuple[str, ...] = ()
     """Source pods whose worker sent no last batch (it died mid-cell): its later records are lost."""
+    idle_workers: int = 0
+    """Workers that never started sending (no users by the end of a short cell on a busy machine): nothing
+    of theirs is lost, but the cell had fewer sources than asked."""
 
     @property
     def lost(self) -> int | None:
@@ -125,9 +128,10 @@ class CellResult:
     def summary(self) -> str:
         server = "unknown" if self.server_requests is None else str(self.server_requests)
         lost = f"; no last records from {', '.join(self.lost_workers)}" if self.lost_workers else ""
+        idle = f"; {self.idle_workers} worker(s) never started sending" if self.idle_workers else ""
         return (
             f"{self.cell}: {self.records} requests recorded, {self.answered} answered, {self.errors} errors; "
-            f"servers counted {server}; {len(self.per_pod)} pods reached{lost}"
+            f"servers counted {server}; {len(self.per_pod)} pods reached{lost}{idle}"
         )
 
     def raise_for_mismatch(self) -> None:
@@ -272,7 +276,8 @@ def run_cell(
         elapsed_s=elapsed,
         logs=logs_dir,
         unread_pods=unread,
-        lost_workers=reader.lost_workers(len(sources)),
+        lost_workers=reader.lost_workers(),
+        idle_workers=reader.idle_workers(len(sources)),
     )
 
 
@@ -411,10 +416,12 @@ class _MasterReader:
     def join(self, timeout: float = 30.0) -> None:
         self._thread.join(timeout)
 
-    def lost_workers(self, expected: int) -> tuple[str, ...]:
-        """Source pods whose worker sent no last batch (it died mid-cell); ``("?",)`` when unknown."""
+    def lost_workers(self) -> tuple[str, ...]:
+        """Source pods whose worker started but sent no last batch (it died mid-cell)."""
         if self.workers is None:
             return ("master",)  # no end summary: the master itself did not finish
-        lost = sorted(pod for pod, state in self.workers.items() if not state.get("final"))
-        missing = expected - len(self.workers)
-        return (*lost, *([f"{missing} worker(s) that never reported"] if missing > 0 else []))
+        return tuple(sorted(pod for pod, state in self.workers.items() if not state.get("final")))
+
+    def idle_workers(self, expected: int) -> int:
+        """Workers the master never heard from (they never started their users)."""
+        return 0 if self.workers is None else max(0, expected - len(self.workers))

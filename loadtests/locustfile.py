@@ -302,9 +302,12 @@ def _end_cell_on_time(runner: MasterRunner, parsed: Any) -> None:
         deadline = time.monotonic() + stop_timeout + collect.FINAL_BATCH_WAIT
         while runner.worker_count > 0 and time.monotonic() < deadline:
             gevent.sleep(0.05)
-        if collector is not None and parsed.records_dir and not collector.all_final():
-            missing = ", ".join(collector.unfinished()) or "a worker"
-            log.error("balancebench: no last records from %s", missing)
+        if collector is not None and parsed.records_dir:
+            if collector.unfinished():
+                log.error("balancebench: no last records from %s", ", ".join(collector.unfinished()))
+            silent = collector.expected_workers - len(collector.summary())
+            if silent > 0:
+                log.warning("balancebench: %d worker(s) never started sending", silent)
         runner.quit()  # a no-op when the last worker's quit has ended the test already
 
     gevent.spawn(end)
