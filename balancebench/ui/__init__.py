@@ -93,7 +93,8 @@ def master_argv(
         "--users-per-source", str(load.users_per_source),
         "--think-time", f"{load.think_time_s:g}s", "--warmup", f"{load.warmup_s:g}s",
         "--max-duration", f"{max(load.duration_s or 0.0, 60.0):g}s",
-        "--dataplane", scenario.dataplane_list()[0], "--driver", load.driver,
+        "--dataplane", scenario.dataplane_list()[0], "--service-path", scenario.paths[0],
+        "--driver", load.driver,
     ]  # fmt: skip
     if load.rate is not None:
         argv += ["--rate", f"{load.rate:g}"]

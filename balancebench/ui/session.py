@@ -31,6 +31,7 @@ from typing import IO
 from analysis.manifest import HostInfo, Run, write_run
 from analysis.records import RECORDS_DIR
 from analysis.report import write_report
+from balancebench import paths
 from balancebench.clusters import registry
 from balancebench.clusters.base import Cluster, ClusterStatus
 from balancebench.errors import ClusterError
@@ -43,6 +44,13 @@ from balancebench.ui.tunnel import Tunnel
 from loadtests import collect
 
 log = logging.getLogger("balancebench.ui")
+
+SERVICE_PATHS: tuple[str, ...] = tuple(
+    choice
+    for name, path in paths.PATHS.items()
+    for choice in (name, *(f"{name}:{option}" for option in path.options[1:]))
+)
+"""Every service path the start form names (``client-side`` is its default option, round robin)."""
 
 POD_MASTER_PORT = 5557
 """Where each source pod's tunnel end listens for its worker (the pod's own loopback)."""
@@ -92,6 +100,8 @@ class UiSession:
         self.master = master
         self.python = python
         self.provider = registry.resolve(scenario.cluster.provider)
+        self.paths = [path for path in SERVICE_PATHS if paths.missing(path, self.provider.name) is None]
+        """The service paths the start form can use here; clusters are built with what all of them need."""
         self.cluster: Cluster | None = None
         self.dataplane: str | None = None
         self.workers: list[_Worker] = []
@@ -103,7 +113,7 @@ class UiSession:
         if self.cluster is not None and self.dataplane == dataplane:
             return self.cluster.status()
         self._drop_cluster()
-        spec = cluster_spec(self.scenario, dataplane)
+        spec = cluster_spec(self.scenario.model_copy(update={"paths": self.paths}), dataplane)
         log.info("bringing up a %s cluster (%s)", dataplane, spec.name)
         self.cluster = self.provider.up(spec)
         self.dataplane = dataplane
@@ -144,7 +154,7 @@ class UiSession:
         if self.cluster is None or self.dataplane is None:
             raise ClusterError("no cluster is up")
         self.runs += 1
-        slug = _SLUG.sub("_", f"{self.runs}-{cell.dataplane}-{cell.policy_label}").strip("_")
+        slug = _SLUG.sub("_", f"{self.runs}-{cell.id.replace('/', '-')}").strip("_")
         run_dir = self.session_dir / slug
         (run_dir / RECORDS_DIR).mkdir(parents=True, exist_ok=True)
         status = self.cluster.status()

@@ -70,10 +70,14 @@ class _Mux:
             except (OSError, ValueError):
                 pass  # the other end is gone; the reader loop ends too
 
-    def attach(self, conn_id: int, conn: socket.socket) -> None:
+    def attach(self, conn_id: int, conn: socket.socket, *, announce: bool = False) -> None:
+        """Carry ``conn`` as ``conn_id``; ``announce``: tell the other end first (OPEN), once it is known
+        here, so an immediate CLOSE from the other end finds it."""
         with self._state_lock:
             self._conns[conn_id] = conn
             self._ended[conn_id] = set()
+        if announce:
+            self.send(conn_id, OPEN)
         threading.Thread(target=self._pump, args=(conn_id, conn), daemon=True).start()
 
     def _pump(self, conn_id: int, conn: socket.socket) -> None:
@@ -240,8 +244,7 @@ def serve(listen: tuple[str, int], stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 return
             conn_id += 1
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            mux.send(conn_id, OPEN)
-            mux.attach(conn_id, conn)
+            mux.attach(conn_id, conn, announce=True)
 
     threading.Thread(target=accept, daemon=True).start()
     mux.read_frames(stdin)

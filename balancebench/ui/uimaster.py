@@ -17,6 +17,7 @@ itself after ``--duration`` at the latest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -32,14 +33,16 @@ from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, STATE_STOPPED, MasterRunner
 from werkzeug.datastructures import ImmutableMultiDict
 
+from balancebench import paths
 from balancebench.clusters import registry
 from balancebench.clusters.base import DATAPLANES
 from balancebench.durations import parse_duration
 from balancebench.errors import BalancebenchError, InvalidInput
+from balancebench.paths import DEFAULT_PATH, parse_path
 from balancebench.runner import cluster_spec
 from balancebench.scenario import Cell, Scenario, load_scenario
 from balancebench.ui.balance import BalanceView, RunLink, tab_rows, tab_structure
-from balancebench.ui.session import SETTLE_TIMEOUT, UiRun, UiSession
+from balancebench.ui.session import SERVICE_PATHS, SETTLE_TIMEOUT, UiRun, UiSession
 from loadtests import collect
 from loadtests.drivers import check_driver
 from loadtests.load import Load
@@ -50,8 +53,6 @@ log = logging.getLogger("balancebench.ui")
 CUSTOM = "custom"
 """The preset choice that takes the compact policy string instead."""
 
-SERVICE_PATHS: tuple[str, ...] = tuple(Scenario.model_fields["path"].annotation.__args__)  # type: ignore[union-attr]
-"""The ways to reach the Service that a scenario can name (``clusterip`` today)."""
 
 WORKER_TIMEOUT = 60.0
 """Seconds for every worker of a new cluster to connect to the master."""
@@ -139,6 +140,8 @@ class Controller:
         self.users = 0
         self.max_duration = 0.0
         self.service_url = ""
+        self.path_entry = contextlib.ExitStack()
+        """The current run's service path, set up on the cluster until the run is recorded."""
         self.recorded = gevent.event.Event()
         """Set while no stopped run is still being recorded (a start waits for it)."""
         self.recorded.set()
@@ -175,6 +178,16 @@ class Controller:
             raise InvalidInput("preset 'custom' needs a compact policy, e.g. okhttp,max-age=30s±10%")
         dataplane = form.get("dataplane", self.session.dataplane or DATAPLANES[0])
         check_dataplane(self.session.scenario, dataplane)
+        path = form.get("service_path", "") or DEFAULT_PATH
+        if path not in self.session.paths:
+            try:
+                parse_path(path)
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from None
+            reason = paths.missing(path, self.session.provider.name)
+            raise InvalidInput(
+                reason or f"path {path} is not offered here: choose {', '.join(self.session.paths)}"
+            )
         users = _positive_int(form.get("users_per_source", "1"), "users per source")
         rate_text = form.get("rate", "").strip()
         rate = _number(rate_text, "rate") if rate_text else None
@@ -203,9 +216,18 @@ class Controller:
         if dataplane != self.session.dataplane:
             self.bring_up(dataplane)
         self.wait_for_workers()
+        label = policy if path == DEFAULT_PATH else f"{path}/{policy}"
         cell = Cell(
-            id=f"{dataplane}/{policy}", dataplane=dataplane, policy_label=policy, policy=policy, load=load
+            id=f"{dataplane}/{label}",
+            dataplane=dataplane,
+            policy_label=policy,
+            policy=policy,
+            load=load,
+            path=path,
         )
+        assert self.session.cluster is not None
+        entry = self.path_entry.enter_context(paths.entering(self.session.cluster, path))
+        extra = dict(zip(entry.locust_options[::2], entry.locust_options[1::2], strict=True))
         run = self.session.begin_run(cell)
         collect.set_current(run.collector)  # the locustfile's master hands every batch to the current one
         self.run = run
@@ -215,7 +237,8 @@ class Controller:
         log.info("run %d: %s, %d users → %s", run.number, cell.id, self.users, run.run_dir)
         return {
             **form,
-            "host": self.service_url,
+            **{flag.removeprefix("--").replace("-", "_"): value for flag, value in extra.items()},
+            "host": entry.host,
             "policy": policy,
             "cell": cell.id,
             "records_dir": str(run.run_dir.resolve() / "records"),  # workers send records when set
@@ -238,6 +261,7 @@ class Controller:
             self.view.finish(None, state=f"no report: {exc}")
             return
         finally:
+            self.path_entry.close()  # the path's own parts (a proxy's config …) go once the run is recorded
             self.recorded.set()
         name = run.run_dir.name
         link = RunLink(
@@ -303,7 +327,12 @@ def _init(environment: Environment, web_ui: Any = None, **_: Any) -> None:
     view = BalanceView(targets=[], sources=[])
     controller = Controller(environment, session, view)
     _controller = controller
-    environment.events.quitting.add_listener(lambda **_: session.close())
+
+    def _quit(**_: Any) -> None:
+        controller.path_entry.close()
+        session.close()
+
+    environment.events.quitting.add_listener(_quit)
     environment.events.test_stop.add_listener(lambda **_: gevent.spawn(controller.finish))
     controller.bring_up(options.dataplane)
     controller.wait_for_workers()  # the web UI opens (and answers) once the start form can be used

@@ -75,3 +75,4 @@ def test_the_start_form_defaults_come_from_the_scenario(tmp_path: Path) -> None:
     assert options["--preset"] == "custom" and options["--custom-policy"] == "okhttp,max-age=1s"
     assert options["--users-per-source"] == "3" and options["--think-time"] == "0.05s"
     assert options["--expect-workers"] == "1" and options["--dataplane"] == "nftables"
+    assert options["--service-path"] == "clusterip"

@@ -69,6 +69,8 @@ def test_bad_input_then_a_run_on_another_dataplane(tmp_path: Path) -> None:
 
         bad = _post(url + "swarm", {**base, "preset": "custom", "custom_policy": "max-idle=lots"})
         assert bad["success"] is False and "max-idle" in str(bad["message"]), bad
+        bad = _post(url + "swarm", {**base, "preset": "keepalive", "service_path": "nowhere"})
+        assert bad["success"] is False and "unknown path 'nowhere'" in str(bad["message"]), bad
         bad = _post(url + "swarm", {**base, "preset": "keepalive", "users_per_source": "0"})
         assert (bad["success"], bad["message"]) == (False, "users per source must be at least 1, got 0")
 
