@@ -88,6 +88,29 @@ def test_h2_server_max_requests_sends_goaway_and_nothing_fails(certs: Certificat
     assert metrics["echo_goaways_total"] == 4
 
 
+def test_h2_client_follows_the_servers_max_age_goaway_without_a_failed_request(certs: Certificates) -> None:
+    # four greenlets keep streams in flight while the server ends each connection at 200 ms (two-phase
+    # GOAWAY); they stop once three connections served them (bounded: at most 2,000 requests each)
+    with _echo(certs, "--max-connection-age", "200ms") as echo:
+        client = H2Client(_url(echo), parse_policy("keepalive"), next_id=itertools.count(1).__next__)
+        results: list = []
+
+        def caller() -> None:
+            for _ in range(2000):
+                results.append(client.request("/"))
+                if len({e.server_conn for e in results}) >= 3:
+                    return
+
+        greenlets = [gevent.spawn(caller) for _ in range(4)]
+        gevent.joinall(greenlets, timeout=60)
+        client.close()
+        metrics = echo_metrics(echo)
+    assert all(g.successful() for g in greenlets), [g.exception for g in greenlets]
+    assert [e.error for e in results if e.error] == []
+    assert len({e.server_conn for e in results}) >= 3
+    assert metrics["echo_requests_total"] == len(results)
+
+
 def test_grpc_channel_carries_concurrent_calls_on_one_connection(echo: EchoProcess) -> None:
     client = GrpcClient(_url(echo), parse_policy("grpc"), ids=ConnectionIds())
     results = []
