@@ -120,6 +120,13 @@ class CellMeta(_Model):
     path: str = "clusterip"
     decision: str | None = Field(default=None, exclude_if=lambda decision: decision is None)
     """Where the service path makes the balancing decision, one sentence; None in older runs."""
+    proxy: str | None = Field(default=None, exclude_if=lambda proxy: proxy is None)
+    """The proxy between clients and pods on this cell's path (``nginx``, ``haproxy``); None: no proxy."""
+    server_connections: dict[str, int] | None = Field(
+        default=None, exclude_if=lambda connections: connections is None
+    )
+    """Connections each echo pod accepted during the cell, by its own count; behind a proxy these are the
+    proxy's connections to the pods."""
     repetition: int = Field(default=0, ge=0)
     load: LoadSpec = Field(default_factory=LoadSpec)
     open_loop: bool = False

@@ -22,6 +22,10 @@ field                      meaning
 =========================  ================================================================================
 cell                       cell id, as in run.json and the records' ``cell`` column
 dataplane, policy, path    as written in the scenario (``policy`` e.g. ``okhttp``, ``per-request``)
+decision                   where the path makes the balancing decision, one sentence (null: older run)
+hops                       proxied paths: ``{proxy, client_connections, proxy_connections,
+                           proxy_connections_per_pod}`` (client side from the records, proxy side from the
+                           echo servers' own counts); null without a proxy
 kernel                     the nodes' kernel ``{name: host | uml, release}``, as in run.json (may be null)
 policy_spec, driver        the policy's settings and the client driver, as in run.json (may be null)
 repetition, load_model     repetition index; ``closed`` / ``open`` (run.json ``load.model``)
@@ -102,7 +106,7 @@ from analysis.explain import CONNECTION_COLUMNS, connection_rows, explain_entry,
 from analysis.protocols import protocol_sentence, protocols_entry
 
 if TYPE_CHECKING:  # at run time this module stays light: `compare` imports it without pandas or scipy
-    from analysis.manifest import Run
+    from analysis.manifest import CellMeta, Run
     from analysis.metrics import CellMetrics, Distribution, LatencySummary
 
 SUMMARY_SCHEMA_VERSION = 2
@@ -385,6 +389,18 @@ def detail_lines(entry: Mapping[str, Any]) -> list[str]:
         f"lifetime p50 {_seconds(lifetime['p50'])}, max {_seconds(lifetime['max'])}.",
         reconnects,
     ]
+    hops = entry.get("hops")
+    if hops:
+        upstream = hops["proxy_connections"]
+        per_pod = ", ".join(f"{pod} {count:,}" for pod, count in hops["proxy_connections_per_pod"].items())
+        lines.append(
+            f"Two hops: the clients opened {hops['client_connections']:,} connections to {hops['proxy']}; "
+            + (
+                f"{hops['proxy']} opened {upstream:,} to the pods (their own counts: {per_pod})."
+                if upstream is not None
+                else "the pods' own connection counts were not read."
+            )
+        )
     protocol = protocol_sentence(entry.get("protocol"))
     if protocol:
         lines.append(protocol)
@@ -459,6 +475,20 @@ def milliseconds(value: float | None) -> str:
 # --- internals -------------------------------------------------------------------------------------------
 
 
+def _hops(meta: CellMeta, sockets_used: int) -> dict[str, Any] | None:
+    """Both hops of a proxied path: the clients' connections to the proxy (records) and the proxy's to the
+    pods (the echo servers' own counts); None off a proxied path."""
+    if meta.proxy is None:
+        return None
+    per_pod = dict(sorted((meta.server_connections or {}).items()))
+    return {
+        "proxy": meta.proxy,
+        "client_connections": sockets_used,
+        "proxy_connections": sum(per_pod.values()) if meta.server_connections is not None else None,
+        "proxy_connections_per_pod": per_pod,
+    }
+
+
 def _cell_entry(metrics: CellMetrics, label: str) -> dict[str, Any]:
     meta = metrics.meta
     balance = metrics.balance
@@ -472,6 +502,7 @@ def _cell_entry(metrics: CellMetrics, label: str) -> dict[str, Any]:
         "driver": meta.driver,
         "path": meta.path,
         "decision": meta.decision,
+        "hops": _hops(meta, connections.sockets_used),
         "repetition": meta.repetition,
         "load_model": meta.load.model,
         "open_loop": meta.open_loop,

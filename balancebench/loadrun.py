@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +44,9 @@ from loadtests.protocols import protocol_spec
 
 LOCUSTFILE = Path(loadtests.__file__).with_name("locustfile.py")
 """The locustfile every master and worker loads."""
+
+OPENED = "echo_connections_opened_total"
+"""The echo servers' own count of accepted connections: behind a proxy, the proxy's connections to pods."""
 
 MASTER_PORT = 5557
 """Where the master listens inside the first source pod (each pod has its own network namespace)."""
@@ -106,6 +109,9 @@ class CellResult:
     server_requests: int | None
     """Requests the echo servers counted during the cell; None when a pod's counters could not be read."""
     server_per_pod: Mapping[str, int]
+    server_connections_per_pod: Mapping[str, int] = field(default_factory=dict)
+    """Connections each echo server accepted during the cell (its own ``echo_connections_opened_total``);
+    pods that left during the cell are missing."""
     record_files: tuple[Path, ...]
     elapsed_s: float
     logs: Path
@@ -195,6 +201,7 @@ def run_cell(
 
     targets = [p.name for p in status.targets(ready_only=False)]
     before, unread_before = server_counts(cluster, targets)
+    opened_before, _ = server_counts(cluster, targets, metric=OPENED)
     departed_before = set(cluster.departed())
     # The master (in a pod) streams every record batch it receives to its stdout; this process writes them.
     collector = collect.RecordCollector(sink=collect.ParquetSink(records_dir))
@@ -262,6 +269,8 @@ def run_cell(
     after.update(departed)
     unread = tuple(sorted(set(unread_before) | set(unread_after)))
     server_per_pod = {pod: after[pod] - before.get(pod, 0) for pod in after}
+    opened_after, _ = server_counts(cluster, [pod for pod in targets if pod not in departed], metric=OPENED)
+    opened = {pod: opened_after[pod] - opened_before.get(pod, 0) for pod in opened_after}
     counts = collector.tally.snapshot()
     assert reader is not None
     return CellResult(
@@ -272,6 +281,7 @@ def run_cell(
         per_pod=counts["per_pod"],
         server_requests=None if unread else sum(server_per_pod.values()),
         server_per_pod=server_per_pod,
+        server_connections_per_pod=opened,
         record_files=tuple(collector.sink.parts) if isinstance(collector.sink, collect.ParquetSink) else (),
         elapsed_s=elapsed,
         logs=logs_dir,

@@ -374,6 +374,8 @@ def cell_meta(
         driver=load.driver,
         path=cell.path,
         decision=paths.decision(cell.path),
+        proxy=paths.proxy(cell.path),
+        server_connections=None if result is None else dict(result.server_connections_per_pod),
         repetition=cell.repetition,
         load=LoadSpec.model_validate(load.manifest()),
         open_loop=load.open_loop,

@@ -17,8 +17,11 @@ from balancebench.clusters.base import Cluster
 from balancebench.errors import BalancebenchError
 
 
-def server_counts(cluster: Cluster, pods: Sequence[str]) -> tuple[dict[str, int], list[str]]:
-    """Each pod's cumulative ``echo_requests_total`` (all statuses), and the pods that could not be read."""
+def server_counts(
+    cluster: Cluster, pods: Sequence[str], *, metric: str = "echo_requests_total"
+) -> tuple[dict[str, int], list[str]]:
+    """Each pod's cumulative ``echo_requests_total`` (all statuses), or another counter ``metric`` such as
+    ``echo_connections_opened_total``, and the pods that could not be read."""
     counts: dict[str, int] = {}
     unread: list[str] = []
     for pod in pods:
@@ -30,7 +33,7 @@ def server_counts(cluster: Cluster, pods: Sequence[str]) -> tuple[dict[str, int]
         if code != 200:
             unread.append(pod)
             continue
-        counts[pod] = requests_total(body.decode("utf-8", "replace"))
+        counts[pod] = int(metric_sum(body.decode("utf-8", "replace"), metric))
     return counts, unread
 
 

@@ -89,6 +89,12 @@ def cluster_needs(texts: Sequence[str]) -> dict[str, int]:
     return needs
 
 
+def proxy(text: str) -> str | None:
+    """The proxy program between clients and pods on path ``text`` (``nginx``), or None."""
+    name, _ = parse_path(text)
+    return PATHS[name].proxy
+
+
 def decision(text: str) -> str:
     name, option = parse_path(text)
     return PATHS[name].decision(option)

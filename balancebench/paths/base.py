@@ -24,6 +24,8 @@ class ServicePath(Protocol):
     name: str
     options: tuple[str, ...]
     """Allowed ``:OPTION`` values, the default first; empty: the path takes none."""
+    proxy: str | None
+    """The proxy program between clients and pods (the report then shows both hops), or None."""
 
     def missing(self, provider: str) -> str | None:
         """Why this path cannot run on ``provider`` here (a program not installed), in one line; else None."""

@@ -18,6 +18,7 @@ from balancebench.paths.base import Entry
 class ClientSidePath:
     name = "client-side"
     options: tuple[str, ...] = ("round_robin", "random")
+    proxy: str | None = None
 
     def missing(self, provider: str) -> str | None:
         return None

@@ -13,6 +13,7 @@ from balancebench.paths.base import Entry
 class ClusterIpPath:
     name = "clusterip"
     options: tuple[str, ...] = ()
+    proxy: str | None = None
 
     def missing(self, provider: str) -> str | None:
         return None

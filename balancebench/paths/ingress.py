@@ -82,6 +82,7 @@ http {{
 class IngressPath:
     name = "ingress"
     options: tuple[str, ...] = ()
+    proxy: str | None = "nginx"
 
     def missing(self, provider: str) -> str | None:
         if provider != "netns":

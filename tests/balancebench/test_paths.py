@@ -7,22 +7,25 @@ One scenario, one cluster, kept-alive clients (2 sources × 1 user): through the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from balancebench.clusters.netns.provider import check_machine
 from balancebench.errors import MissingFeature
 from balancebench.paths import PATHS, missing, parse_path
+from balancebench.paths.ingress import render
 
 SCENARIO = """
 name: paths
 cluster: {nodes: 2, targets: 6, sources: 2}
 dataplanes: [nftables]
 paths: [clusterip, client-side, ingress]
-load: {users_per_source: 1, duration: 3s, warmup: 0.5s}
+load: {users_per_source: 1, duration: 2s, warmup: 0.3s}
 policies: [keepalive]
 seed: 3
 """
@@ -67,6 +70,36 @@ def test_per_request_paths_spread_kept_alive_clients_over_all_pods(
     assert cell["balance"]["jain"] >= 0.95  # type: ignore[index]
     assert cell["server_requests"] == cell["requests"] + cell["warmup_excluded"]  # type: ignore[operator]
     assert "per request" in str(cell["decision"])
+
+
+def test_ingress_reports_both_hops_and_leaves_no_nginx(summary: dict[str, dict[str, object]]) -> None:
+    hops = summary["nftables/ingress/keepalive"]["hops"]
+    assert isinstance(hops, dict) and hops["proxy"] == "nginx"
+    assert hops["client_connections"] == 2  # 2 sources × 1 kept-alive user, to nginx
+    per_pod = hops["proxy_connections_per_pod"]
+    # nginx's own upstream pool: at least one connection to every pod, counted by the echo servers.
+    assert len(per_pod) == 6 and all(count >= 1 for count in per_pod.values())
+    assert hops["proxy_connections"] == sum(per_pod.values())
+    assert summary["nftables/keepalive"]["hops"] is None
+    assert not _nginx_of_ours(), "an nginx process outlived the run"
+
+
+def _nginx_of_ours() -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and b"bb-ingress-" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+    return found
+
+
+def test_nginx_config_has_ingress_nginx_upstream_keepalive(tmp_path: Path) -> None:
+    conf = render(["10.244.0.2:8080", "10.244.1.2:8080"], listen="10.244.0.9:80", prefix=tmp_path)
+    for line in ("server 10.244.0.2:8080", "server 10.244.1.2:8080", "keepalive 320;",
+                 "keepalive_requests 10000;", "keepalive_timeout 60s;", "proxy_http_version 1.1;",
+                 'proxy_set_header Connection "";', "listen 10.244.0.9:80"):  # fmt: skip
+        assert line in conf, line
+    assert "return 503" in render([], listen="10.244.0.9:80", prefix=tmp_path)
 
 
 def test_every_path_parses_with_its_options_and_says_where_it_decides() -> None:
