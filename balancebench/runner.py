@@ -41,6 +41,7 @@ from balancebench.clusters import registry
 from balancebench.clusters.base import Cluster, ClusterSpec, Provider, ProviderOptions
 from balancebench.clusters.plan import Plan
 from balancebench.errors import InvalidInput, MissingFeature, RunError
+from balancebench.events import peak_targets
 from balancebench.events.timeline import Timeline
 from balancebench.loadrun import TLS_DIR, CellProgress, CellResult, run_cell
 from balancebench.scenario import MAX_DURATION, Cell, Scenario
@@ -227,6 +228,12 @@ def check_capacity(scenario: Scenario, run_dir: Path) -> None:
     local = cluster.provider != "existing"
     if local:
         limits.check_pods(targets=cluster.targets, sources=cluster.sources, machine=machine)
+        if scenario.events:
+            peak, event = peak_targets(scenario.events, targets=cluster.targets, max_targets=10**6)
+            try:
+                limits.check_pods(targets=peak, sources=cluster.sources, machine=machine)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{event}: {exc}") from None
     requests = 0.0
     for cell in scenario.cells():
         load = cell.load

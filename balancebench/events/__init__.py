@@ -39,7 +39,16 @@ EVENTS: dict[str, tuple[type[Event], Callable[[object], dict[str, Any]]]] = {
 }
 """Every event kind: its model and the parser of its YAML value."""
 
-__all__ = ["EVENTS", "Event", "EventContext", "PlanError", "PlanState", "check_timeline", "parse_event"]
+__all__ = [
+    "EVENTS",
+    "Event",
+    "EventContext",
+    "PlanError",
+    "PlanState",
+    "check_timeline",
+    "parse_event",
+    "peak_targets",
+]
 
 
 def parse_event(value: object) -> Event:
@@ -105,3 +114,18 @@ def check_timeline(
             event.plan(state)
         except PlanError as exc:
             raise PlanError(f"{label}: {exc}") from None
+
+
+def peak_targets(events: Sequence[Event], *, targets: int, max_targets: int) -> tuple[int, str | None]:
+    """The most echo pods a cell has at once (a surge pod counts), and the event that reaches it (None: the
+    cell's start), for the machine's memory check. The timeline must be valid (``check_timeline``)."""
+    state = PlanState.initial(targets, max_targets=max_targets)
+    peak, label = targets, None
+    for index in sorted(range(len(events)), key=lambda i: (events[i].at, i)):
+        event = events[index]
+        surge = int(getattr(event, "max_surge", 0))
+        event.plan(state)
+        if len(state.pods) + surge > peak:
+            peak = len(state.pods) + surge
+            label = f"events[{index}] ({event.describe()} at {event.at:g}s)"
+    return peak, label

@@ -99,3 +99,26 @@ def test_bad_event_on_the_command_line_exits_2_and_creates_nothing(tmp_path: Pat
     assert len(lines) == 1 and "events[0] (kill echo-42 at 2s): no pod 'echo-42'" in lines[0]
     assert not out.exists()
     assert runtime.running_names() == before
+
+
+def test_the_peak_of_pods_over_the_timeline_is_what_the_machine_must_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from balancebench import limits
+    from balancebench.events import peak_targets
+    from balancebench.runner import check_capacity
+
+    path = scenario_with(
+        tmp_path,
+        "  - {at: 1s, scale: 40}\n  - {at: 2s, scale: 8}\n  - {at: 3s, rolling-restart: {max_surge: 1}}\n",
+    )
+    scenario = load_scenario(path)
+    assert peak_targets(scenario.events, targets=6, max_targets=64) == (40, "events[0] (scale to 40 at 1s)")
+    check_capacity(scenario, tmp_path / "run")  # 40 echo pods fit in this machine's memory
+    # A machine with room for about 20 echo pods: the scale to 40 is refused, naming the event.
+    small = limits.Machine(mem_available_mb=1400, open_files=65536)
+    monkeypatch.setattr(limits.Machine, "here", classmethod(lambda cls: small))
+    with pytest.raises(InvalidInput) as info:
+        check_capacity(scenario, tmp_path / "run")
+    assert str(info.value).startswith("events[0] (scale to 40 at 1s): 40 echo pods")
+    assert "at most" in str(info.value)
