@@ -1,5 +1,8 @@
 """`balancebench ui` end to end in headless Chromium: the Balance tab shows pinned and even spreads.
 
+Bad start input is one message; the second run, on another dataplane, brings up another cluster; Ctrl-C
+leaves nothing.
+
 Debian's chromium (installed by scripts/setup.sh) is driven by Playwright with ``executable_path``: no browser
 download. Screenshots go to the test's tmp directory, and to ``$BALANCEBENCH_SCREENSHOTS`` when set (that is
 how ``docs/ui-balance.png`` is made).
@@ -7,6 +10,7 @@ how ``docs/ui-balance.png`` is made).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +19,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -39,10 +45,11 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_netns() -> None:
-    try:
-        check_machine("nftables")
-    except MissingFeature as exc:
-        pytest.skip(str(exc))
+    for dataplane in ("nftables", "iptables"):
+        try:
+            check_machine(dataplane)
+        except MissingFeature as exc:
+            pytest.skip(str(exc))
 
 
 def _free_port() -> int:
@@ -82,6 +89,17 @@ def _listening_addresses(port: int) -> set[str]:
             if state == "0A" and int(hex_port, 16) == port:
                 found.add(address)
     return found
+
+
+def _master(ui: subprocess.Popen[str]) -> int:
+    """The Locust master `balancebench ui` started (its one child)."""
+    return int(Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split()[0])
+
+
+def _post(url: str, form: dict[str, str]) -> dict[str, object]:
+    data = urllib.parse.urlencode(form).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=60) as response:
+        return dict(json.load(response))
 
 
 def _labelled(prefix: str) -> list[str]:
@@ -135,13 +153,20 @@ def _summary(rows: dict[str, list[str]]) -> list[str]:
     return next(cells for name, cells in rows.items() if name.startswith("all ("))
 
 
+def _both_sources(rows: dict[str, list[str]]) -> bool:
+    """Records from both source pods have arrived (each worker's batches ride on its own reports)."""
+    pods = [cells for name, cells in rows.items() if name.startswith("echo-")]
+    return all(sum(int(cells[column].replace(",", "")) for cells in pods) > 0 for column in (6, 7))
+
+
 def _requests(rows: dict[str, list[str]]) -> int:
     return int(_summary(rows)[2].replace(",", ""))
 
 
-def _start(page, preset: str) -> None:
+def _start(page, preset: str, dataplane: str = "nftables") -> None:
     page.get_by_text("Custom parameters").click()
     page.select_option("select[name=preset]", preset)
+    page.select_option("select[name=dataplane]", dataplane)
     page.fill("input[name=duration]", "20s")
     page.get_by_role("button", name="Start").click()
     page.get_by_role("tab", name="Balance").click()
@@ -170,9 +195,19 @@ def test_balance_tab_keepalive_then_per_request(tmp_path: Path) -> None:
             page.set_default_timeout(30_000)
             page.goto(url)
 
+            # Bad input, posted as the page posts it: one message, no run.
+            bad = _post(url + "swarm", {"preset": "custom", "custom_policy": "max-idle=lots", "host": ""})
+            assert bad["success"] is False and "max-idle" in str(bad["message"]), bad
+            bad = _post(url + "swarm", {"preset": "keepalive", "users_per_source": "0", "host": ""})
+            assert (bad["success"], bad["message"]) == (False, "users per source must be at least 1, got 0")
+            bad = _post(url + "swarm", {"preset": "keepalive", "service_path": "nowhere", "host": ""})
+            assert bad["success"] is False and "unknown path 'nowhere'" in str(bad["message"]), bad
+
             _start(page, "keepalive")
             # One user per source pod keeps one connection: at most 2 of the 4 pods get anything.
-            rows = _wait_rows(page, lambda r: _summary(r)[1] == "run 1, running" and _requests(r) > 300)
+            rows = _wait_rows(
+                page, lambda r: _summary(r)[1] == "run 1, running" and _requests(r) > 300 and _both_sources(r)
+            )
             # The panel above the table agrees (it polls on its own, also after a stop).
             page.wait_for_function(
                 "() => /^[12] of 4$/.test(document.querySelector('[data-figure=used]')?.textContent || '')"
@@ -188,13 +223,18 @@ def test_balance_tab_keepalive_then_per_request(tmp_path: Path) -> None:
             _wait_reports(page, 1)
 
             page.get_by_role("button", name="New").click()
-            _start(page, "per-request")
+            # Another dataplane: another cluster in place of the first.
+            _start(page, "per-request", dataplane="iptables")
             # Until its first poll the page shows the last rows of run 1: wait for run 2's own.
-            rows = _wait_rows(page, lambda r: _summary(r)[1] == "run 2, running" and _requests(r) > 300)
+            rows = _wait_rows(
+                page, lambda r: _summary(r)[1] == "run 2, running" and _requests(r) > 300 and _both_sources(r)
+            )
             _shoot(page, tmp_path, "ui-balance-per-request.png")
             assert _summary(rows)[0] == "all (4 of 4 used)", rows
             jain = float(_summary(rows)[3].removeprefix("Jain "))
             assert jain > 0.9, rows
+            mine = [name for name, _ in registry.running_clusters() if name.startswith(f"bb{_master(ui)}-")]
+            assert mine == [f"bb{_master(ui)}-iptables"], mine
             page.get_by_role("button", name="Stop").click()
             links = _wait_reports(page, 2)
             assert "per-request" in links.first.inner_text()
@@ -205,10 +245,10 @@ def test_balance_tab_keepalive_then_per_request(tmp_path: Path) -> None:
                 links.first.click()
             report = opened.value
             report.wait_for_load_state()
-            assert "nftables/per-request" in report.content()
+            assert "iptables/per-request" in report.content()
             _shoot(report, tmp_path, "ui-report.png")
             browser.close()
-        master = int(Path(f"/proc/{ui.pid}/task/{ui.pid}/children").read_text().split()[0])
+        master = _master(ui)
     finally:
         ui.send_signal(signal.SIGINT)
         try:
@@ -224,8 +264,11 @@ def test_balance_tab_keepalive_then_per_request(tmp_path: Path) -> None:
     assert _labelled(f"bb{master}-") == []
     # ... and every run recorded like `balancebench run`.
     runs = sorted(p for p in (tmp_path / "session").iterdir() if p.name != "logs")
-    assert [p.name for p in runs] == ["1-nftables-keepalive", "2-nftables-per-request"]
-    for run in runs:
+    assert [p.name for p in runs] == ["1-nftables-keepalive", "2-iptables-per-request"]
+    for run, dataplane in zip(runs, ("nftables", "iptables"), strict=True):
         assert {"run.json", "summary.json", "summary.md", "report.html", "records"} <= {
             p.name for p in run.iterdir()
         }
+        cell = json.loads((run / "summary.json").read_text())["cells"][0]
+        assert cell["dataplane"] == dataplane
+        assert cell["requests"] > 0 and cell["server_requests"] == cell["requests"]  # every request recorded
