@@ -8,6 +8,8 @@ path                what the clients dial
                     endpoint per request, ``client-side`` round-robin, ``client-side:random`` at random
 ``ingress``         nginx as the ingress controller in a pod of its own: it balances every request over its
                     kept-alive upstream connections to the ready pods
+``nodeport``        a node's address at the NodePort (``nodeport:node-1``; default node-0), externalTraffic-
+                    Policy Cluster: the entered node picks a pod on any node per connection
 ==================  ========================================================================================
 
 A path is named ``NAME`` or ``NAME:OPTION`` in a scenario's ``paths:`` list; each is one module here with a
@@ -26,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 from balancebench.clusters.base import Cluster
-from balancebench.paths import client_side, clusterip, ingress
+from balancebench.paths import client_side, clusterip, ingress, nodeport
 from balancebench.paths.base import Entry, ServicePath
 
 __all__ = [
@@ -46,6 +48,7 @@ PATHS: Mapping[str, ServicePath] = MappingProxyType(
         "clusterip": clusterip.PATH,
         "client-side": client_side.PATH,
         "ingress": ingress.PATH,
+        "nodeport": nodeport.PATH,
     }
 )
 """Every service path by the name used in scenarios."""

@@ -110,3 +110,44 @@ def test_every_path_parses_with_its_options_and_says_where_it_decides() -> None:
             assert path.decision(option).startswith("Balanced per ")
     with pytest.raises(ValueError, match="unknown path 'warp'"):
         parse_path("warp")
+
+
+NODEPORT = """
+name: nodeport
+cluster: {nodes: 2, targets: 6, sources: 2}
+dataplanes: [nftables]
+paths: [nodeport:node-1]
+load: {users_per_source: 1, duration: 4s, warmup: 0.3s}
+policies: [per-request]
+seed: 4
+"""
+
+
+def test_nodeport_cluster_policy_reaches_pods_on_every_node(tmp_path: Path) -> None:
+    try:
+        check_machine("nftables")
+    except MissingFeature as exc:
+        pytest.skip(str(exc))
+    (tmp_path / "nodeport.yaml").write_text(NODEPORT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "balancebench",
+            "run",
+            str(tmp_path / "nodeport.yaml"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    (cell,) = json.loads((tmp_path / "r" / "summary.json").read_text())["cells"]
+    assert cell["cell"] == "nftables/nodeport:node-1/per-request" and cell["errors"] == 0
+    # Entered at node-1, externalTrafficPolicy Cluster: pods on both nodes answer.
+    assert cell["requests"] >= 30, "too few requests to tell (a very loaded machine?)"
+    assert cell["pods_used"] == 6
+    assert {pod["node"] for pod in cell["pods"].values()} == {"node-0", "node-1"}
+    assert "entered node (node-1's NodePort" in cell["decision"]
