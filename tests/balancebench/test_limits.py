@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,33 @@ def test_uml_node_kernels_count_with_the_memory_they_boot_with() -> None:
         InvalidInput, match=r"6 echo pods on 12 UML nodes need ~3.2 GB .* 256 MB per UML node"
     ):
         limits.check_pods(targets=6, uml_nodes=12, machine=SMALL)
+
+
+def test_a_scenario_beyond_this_machine_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`balancebench run` of 64 echo pods on a machine seen as having 2 GB: refused with the limit named,
+    exit 2, no run directory, no cluster started."""
+    from balancebench.cli import main
+    from balancebench.clusters.netns import runtime
+
+    scenario = tmp_path / "big.yaml"
+    scenario.write_text(
+        "name: big\ncluster: {nodes: 2, targets: 64, sources: 2}\n"
+        "load: {duration: 2s, warmup: 0s}\npolicies: [keepalive]\n"
+    )
+    own_runtime = tmp_path / "runtime"
+    monkeypatch.setenv(runtime.RUNTIME_DIR_ENV, str(own_runtime))
+    small = limits.Machine(mem_available_mb=2048, open_files=limits.Machine.here().open_files)
+    monkeypatch.setattr(limits.Machine, "here", classmethod(lambda cls: small))
+
+    code = main(["run", str(scenario), "--out", str(tmp_path / "out")])
+
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    # The cluster's own check (echo pods only) or the runner's (with the load generators) may speak first.
+    assert re.search(r"64 echo pods (and 3 load generators )?need ~2\.[58] GB \(40 MB per echo pod", err), err
+    assert re.search(r"2\.0 GB MemAvailable: at most (33|40) echo pods fit", err), err
+    assert not (tmp_path / "out").exists(), "a run directory was made"
+    assert not (own_runtime.exists() and list(own_runtime.glob("*"))), "a cluster was started"
