@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 KIND_SCENARIO ?= loadtests/scenarios/kind-short.yaml
 PROXY ?= iptables
 
-.PHONY: setup bench bench-full bench-kind report compare ui cluster-up cluster-down test lint format clean
+.PHONY: setup bench bench-full bench-kind perf report compare ui cluster-up cluster-down test lint format clean
 
 setup:
 	@scripts/setup.sh
@@ -23,6 +23,10 @@ bench-kind: setup
 	@case "$(PROXY)" in iptables|ipvs|ipvs:*|nftables|cilium) ;; \
 	  *) echo "usage: make bench-kind PROXY=iptables|ipvs|ipvs:SCHED|nftables|cilium [OUT=dir]" >&2; exit 2;; esac
 	$(BB) run $(KIND_SCENARIO) --provider kind --set 'dataplanes=[$(PROXY)]' $(if $(OUT),--out $(OUT))
+
+# One bounded run (<= 10 min) printing the harness's performance as ratios: PERF_ARGS='--big' adds 100 M records.
+perf: setup
+	$(PY) -m benchmarks.run_all $(PERF_ARGS)
 
 report: setup
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-dir>" >&2; exit 2; }

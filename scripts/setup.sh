@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 PYTHON=${PYTHON:-python3}
 
-# Debian packages the netns cluster, the eBPF dataplane and the report tests need.
+# Debian packages the netns cluster, the eBPF dataplane, the report tests and `make perf` (wrk, hey) need.
 # command -> package, checked one by one so a ready machine never calls apt.
 declare -A needs=(
   [ip]=iproute2 [nft]=nftables [iptables]=iptables [conntrack]=conntrack [ipvsadm]=ipvsadm
-  [nsenter]=util-linux [clang]=clang [llc]=llvm [bpftool]=bpftool [chromium]=chromium [wrk]=wrk [node]=nodejs [npm]=npm
+  [nsenter]=util-linux [clang]=clang [llc]=llvm [bpftool]=bpftool [chromium]=chromium [wrk]=wrk [hey]=hey [node]=nodejs [npm]=npm
   [openssl]=openssl
 )
 missing=()
