@@ -10,6 +10,8 @@ path                what the clients dial
                     kept-alive upstream connections to the ready pods
 ``nodeport``        a node's address at the NodePort (``nodeport:node-1``; default node-0), externalTraffic-
                     Policy Cluster: the entered node picks a pod on any node per connection
+``loadbalancer``    HAProxy (mode tcp, ``roundrobin``; ``:leastconn``, ``:source``) in a pod of its own in
+                    front of every node's NodePort: a node per connection, then the node picks a pod
 ==================  ========================================================================================
 
 A path is named ``NAME`` or ``NAME:OPTION`` in a scenario's ``paths:`` list; each is one module here with a
@@ -28,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 from balancebench.clusters.base import Cluster
-from balancebench.paths import client_side, clusterip, ingress, nodeport
+from balancebench.paths import client_side, clusterip, ingress, loadbalancer, nodeport
 from balancebench.paths.base import Entry, ServicePath
 
 __all__ = [
@@ -49,6 +51,7 @@ PATHS: Mapping[str, ServicePath] = MappingProxyType(
         "client-side": client_side.PATH,
         "ingress": ingress.PATH,
         "nodeport": nodeport.PATH,
+        "loadbalancer": loadbalancer.PATH,
     }
 )
 """Every service path by the name used in scenarios."""

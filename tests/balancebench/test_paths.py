@@ -19,6 +19,7 @@ from balancebench.clusters.netns.provider import check_machine
 from balancebench.errors import MissingFeature
 from balancebench.paths import PATHS, missing, parse_path
 from balancebench.paths.ingress import render
+from balancebench.paths.loadbalancer import render as render_haproxy
 
 SCENARIO = """
 name: paths
@@ -81,14 +82,16 @@ def test_ingress_reports_both_hops_and_leaves_no_nginx(summary: dict[str, dict[s
     assert len(per_pod) == 6 and all(count >= 1 for count in per_pod.values())
     assert hops["proxy_connections"] == sum(per_pod.values())
     assert summary["nftables/keepalive"]["hops"] is None
-    assert not _nginx_of_ours(), "an nginx process outlived the run"
+    assert not _proxies_of_ours(), "an nginx process outlived the run"
 
 
-def _nginx_of_ours() -> list[int]:
+def _proxies_of_ours() -> list[int]:
+    """nginx and haproxy processes of this project's paths (their files live in bb-ingress-*/bb-haproxy-*)."""
     found = []
     for proc in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
-            if proc.name.isdigit() and b"bb-ingress-" in (proc / "cmdline").read_bytes():
+            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+            if b"bb-ingress-" in cmdline or b"bb-haproxy-" in cmdline:
                 found.append(int(proc.name))
     return found
 
@@ -112,42 +115,68 @@ def test_every_path_parses_with_its_options_and_says_where_it_decides() -> None:
         parse_path("warp")
 
 
-NODEPORT = """
-name: nodeport
+ENTERING = """
+name: entering
 cluster: {nodes: 2, targets: 6, sources: 2}
 dataplanes: [nftables]
-paths: [nodeport:node-1]
+paths: [nodeport:node-1, loadbalancer]
 load: {users_per_source: 1, duration: 4s, warmup: 0.3s}
-policies: [per-request]
+policies: [keepalive, per-request]
 seed: 4
 """
 
 
-def test_nodeport_cluster_policy_reaches_pods_on_every_node(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def entering(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
     try:
         check_machine("nftables")
     except MissingFeature as exc:
         pytest.skip(str(exc))
-    (tmp_path / "nodeport.yaml").write_text(NODEPORT)
+    why = missing("loadbalancer", "netns")
+    if why is not None:
+        pytest.skip(why)
+    work = tmp_path_factory.mktemp("entering")
+    (work / "entering.yaml").write_text(ENTERING)
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "balancebench",
-            "run",
-            str(tmp_path / "nodeport.yaml"),
-            "--out",
-            str(tmp_path / "r"),
-        ],
+        [sys.executable, "-m", "balancebench", "run", str(work / "entering.yaml"), "--out", str(work / "r")],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    (cell,) = json.loads((tmp_path / "r" / "summary.json").read_text())["cells"]
-    assert cell["cell"] == "nftables/nodeport:node-1/per-request" and cell["errors"] == 0
-    # Entered at node-1, externalTrafficPolicy Cluster: pods on both nodes answer.
-    assert cell["requests"] >= 30, "too few requests to tell (a very loaded machine?)"
-    assert cell["pods_used"] == 6
-    assert {pod["node"] for pod in cell["pods"].values()} == {"node-0", "node-1"}
-    assert "entered node (node-1's NodePort" in cell["decision"]
+    cells = json.loads((work / "r" / "summary.json").read_text())["cells"]
+    return {cell["cell"]: cell for cell in cells}
+
+
+@pytest.mark.parametrize("path", ["nodeport:node-1", "loadbalancer"])
+def test_entering_through_nodes_pins_kept_alive_and_spreads_per_request_clients(
+    entering: dict[str, dict[str, object]], path: str
+) -> None:
+    kept, fresh = entering[f"nftables/{path}/keepalive"], entering[f"nftables/{path}/per-request"]
+    assert kept["errors"] == 0 and fresh["errors"] == 0
+    # Every decision is per connection: 2 kept-alive connections reach at most 2 pods …
+    assert 1 <= kept["pods_used"] <= 2  # type: ignore[operator]
+    # … while a connection per request reaches pods on both nodes (externalTrafficPolicy Cluster).
+    assert fresh["requests"] >= 30, "too few requests to tell (a very loaded machine?)"  # type: ignore[operator]
+    assert fresh["pods_used"] == 6
+    assert not _proxies_of_ours(), "a haproxy process outlived the run"
+    assert {pod["node"] for pod in fresh["pods"].values()} == {"node-0", "node-1"}  # type: ignore[attr-defined]
+    assert "per connection at the " + (
+        "entered node" if path.startswith("nodeport") else "load balancer"
+    ) in str(fresh["decision"])
+
+
+def test_haproxy_config_balances_over_every_node(tmp_path: Path) -> None:
+    conf = render_haproxy(
+        {"node-0": "172.18.0.2:30080", "node-1": "172.18.0.3:30080"},
+        listen="10.244.0.9:80",
+        balance="roundrobin",
+        prefix=tmp_path,
+    )
+    for line in (
+        "mode tcp",
+        "balance roundrobin",
+        "server node-0 172.18.0.2:30080",
+        "server node-1 172.18.0.3:30080",
+    ):
+        assert line in conf, line
