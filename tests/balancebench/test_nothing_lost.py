@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from balancebench.clusters.netns.provider import check_machine
-from balancebench.errors import MissingFeature
+from tests.balancebench.cli import start_balancebench
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("needs_nftables_cluster")]
 
 SCENARIO = """
 name: lost
@@ -31,23 +30,6 @@ load: {users_per_source: 1, duration: DURATION, warmup: 0s}
 policies: [keepalive]
 seed: 3
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_netns() -> None:
-    try:
-        check_machine("nftables")
-    except MissingFeature as exc:
-        pytest.skip(str(exc))
-
-
-def _balancebench(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "balancebench", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _scenario(tmp_path: Path, duration: str) -> Path:
@@ -64,7 +46,7 @@ def _records(run_dir: Path) -> list[Path]:
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp_path = tmp_path_factory.mktemp("finished")
     out = tmp_path / "run"
-    done = _balancebench("run", str(_scenario(tmp_path, "2s")), "--out", str(out))
+    done = start_balancebench("run", str(_scenario(tmp_path, "2s")), "--out", str(out))
     _, stderr = done.communicate(timeout=180)
     assert done.returncode == 0, stderr
     return out
@@ -82,7 +64,7 @@ def test_a_signal_during_load_keeps_the_records_and_report_marks_them_partial(
     tmp_path: Path, signum: int, code: int, last_line: str
 ) -> None:
     out = tmp_path / "run"
-    done = _balancebench("run", str(_scenario(tmp_path, "60s")), "--out", str(out))
+    done = start_balancebench("run", str(_scenario(tmp_path, "60s")), "--out", str(out))
     deadline = time.monotonic() + 120
     while not (out / "records").is_dir() or not _records(out):  # the cell is measuring
         assert done.poll() is None and time.monotonic() < deadline, done.communicate()[1]
@@ -176,7 +158,7 @@ def test_a_cell_with_no_measured_request_fails_the_run(tmp_path: Path) -> None:
         )
     )
     out = tmp_path / "run"
-    done = _balancebench("run", str(scenario), "--out", str(out))
+    done = start_balancebench("run", str(scenario), "--out", str(out))
     _, stderr = done.communicate(timeout=180)
     assert done.returncode == 1, stderr
     last = stderr.strip().splitlines()[-1]

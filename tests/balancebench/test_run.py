@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from balancebench.clusters.netns.provider import check_machine
-from balancebench.errors import MissingFeature
+from tests.balancebench.cli import start_balancebench
+
+pytestmark = pytest.mark.usefixtures("needs_nftables_cluster")
 
 SCENARIO = """
 name: tiny
@@ -25,29 +24,11 @@ seed: 7
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _needs_netns() -> None:
-    try:
-        check_machine("nftables")
-    except MissingFeature as exc:
-        pytest.skip(str(exc))
-
-
-def _balancebench(*args: str, **kwargs: object) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "balancebench", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,  # type: ignore[call-overload]
-    )
-
-
 def test_run_writes_the_summary_contract_with_exact_totals(tmp_path: Path) -> None:
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(SCENARIO)
     out = tmp_path / "run"
-    done = _balancebench("run", str(scenario), "--out", str(out))
+    done = start_balancebench("run", str(scenario), "--out", str(out))
     stdout, stderr = done.communicate(timeout=180)
     assert done.returncode == 0, stderr
 
@@ -87,7 +68,7 @@ def test_ctrl_c_keeps_what_was_measured_and_leaves_nothing(tmp_path: Path) -> No
         )
     )
     out = tmp_path / "run"
-    done = _balancebench("run", str(scenario), "--out", str(out))
+    done = start_balancebench("run", str(scenario), "--out", str(out))
     deadline = time.monotonic() + 90
     while (
         len(json.loads((out / "run.json").read_text()).get("cells", [])) < 1

@@ -16,10 +16,7 @@ from typing import Any
 
 import pytest
 
-from balancebench.clusters.netns.provider import check_machine
-from balancebench.errors import MissingFeature
-
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("needs_nftables_cluster")]
 
 SCALE_OUT = """
 name: scale-out-test
@@ -44,14 +41,6 @@ events:                             # after the first seconds, when a starved ma
   - {at: 8s, rolling-restart: {max_surge: 1, max_unavailable: 0, drain_timeout: 2s}}
 seed: 5
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_netns() -> None:
-    try:
-        check_machine("nftables")
-    except MissingFeature as exc:
-        pytest.skip(str(exc))
 
 
 def run(tmp_path: Path, scenario: str) -> dict[str, dict[str, Any]]:

@@ -20,10 +20,8 @@ from pathlib import Path
 import pytest
 
 from balancebench.clusters.netns import runtime
-from balancebench.clusters.netns.provider import check_machine
-from balancebench.errors import MissingFeature
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("needs_nftables_cluster")]
 
 SCENARIO = """
 name: signals
@@ -36,14 +34,6 @@ events:
 
 PHASES = ("cluster up", "load", "between cells", "analysis")
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _needs_netns() -> None:
-    try:
-        check_machine("nftables")
-    except MissingFeature as exc:
-        pytest.skip(str(exc))
 
 
 def _cells(out: Path) -> int:
