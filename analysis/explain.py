@@ -180,7 +180,7 @@ def explain_cell(
         dataplane=dataplane,
         policy_spec=policy_spec,
         target_names=target_names,
-        source_nodes=[node(source_nodes, int(s)) for s in conn_source],
+        source_nodes=_per_connection(source_nodes, conn_source),
         conn_target=conn_target,
         conn_requests=conn_requests,
         first=first,
@@ -202,6 +202,15 @@ def explain_cell(
         top_connections=top,
         attribution=attribution,
     )
+
+
+def _per_connection(nodes: Sequence[str | None], codes: npt.NDArray[Any]) -> list[str | None]:
+    """Each connection's source node (None for a code outside ``nodes``), looked up in C: a Python call per
+    connection took 3.8 s of 31 s at 10 M records with one connection per request (profiled)."""
+    lookup = np.array([*nodes, None], dtype=object)
+    index = np.where((codes >= 0) & (codes < len(nodes)), codes, len(nodes))
+    looked_up: list[str | None] = lookup[index].tolist()
+    return looked_up
 
 
 def _attribute(
