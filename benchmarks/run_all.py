@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     took = time.monotonic() - started
 
     print(f"make perf: {took:.0f} s on {before}")
-    print(f"load rows: medians of {args.rounds} alternating rounds of {args.seconds} s each")
+    if not args.no_load:
+        print(f"load rows: medians of {args.rounds} alternating rounds of {args.seconds} s each")
     width = max(len(row.what) for row in rows)
     for row in rows:
         if row.value is None:
