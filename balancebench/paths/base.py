@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from balancebench.clusters.base import Cluster
+from balancebench.clusters.base import Cluster, ClusterStatus
+
+SETTLE_TIMEOUT = 5.0
+"""Seconds a path that lists endpoints waits for every echo pod to be ready before it reads them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,3 +46,16 @@ class ServicePath(Protocol):
     def enter(self, cluster: Cluster, option: str) -> contextlib.AbstractContextManager[Entry]:
         """Set the path up on a running cluster for one cell; leaving the block removes what it started."""
         ...
+
+
+def settled_status(cluster: Cluster, timeout: float = SETTLE_TIMEOUT) -> ClusterStatus:
+    """The cluster's status once every echo pod is ready, or after ``timeout`` with whatever is ready.
+
+    A cell starts from a steady state: a pod that a loaded machine's readiness probe just missed would
+    otherwise be left out of a client's endpoint list (or nginx's upstreams) for the whole cell."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = cluster.status()
+        if all(pod.ready for pod in status.targets(ready_only=False)) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)

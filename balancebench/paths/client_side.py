@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 
 from balancebench.clusters.base import Cluster
 from balancebench.errors import RunError
-from balancebench.paths.base import Entry
+from balancebench.paths.base import Entry, settled_status
 
 
 class ClientSidePath:
@@ -32,7 +32,7 @@ class ClientSidePath:
 
     @contextlib.contextmanager
     def enter(self, cluster: Cluster, option: str) -> Iterator[Entry]:
-        status = cluster.status()
+        status = settled_status(cluster)
         ready = status.targets()
         if not ready:
             raise RunError(f"cluster {cluster.name}: no ready echo pod to list as an endpoint")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from balancebench.clusters.base import Cluster
 from balancebench.errors import RunError
-from balancebench.paths.base import Entry
+from balancebench.paths.base import Entry, settled_status
 
 NGINX = "nginx"
 PORT = 80
@@ -122,6 +122,7 @@ class Controller:
         self.prefix = Path(tempfile.mkdtemp(prefix="bb-ingress-"))
         self.conf = self.prefix / "nginx.conf"
         self.reloads = 0
+        settled_status(cluster)
         self.endpoints = self._ready()
         self._write()
         self._log = (self.prefix / "nginx.out").open("wb")

@@ -2,9 +2,9 @@
 picks a pod for each new connection, on any node (``externalTrafficPolicy: Cluster``, SNAT to the node).
 
 ``nodeport`` enters node-0; ``nodeport:node-1`` another node. The clients are the source pods (they reach
-the node's address over the node network), not namespaces outside the pod network, and only
-``externalTrafficPolicy: Cluster`` is programmed by the dataplanes: ``Local`` is not built (see
-/work/notes/issue-15.md).
+the node's address over the node network), not namespaces outside the pod network. Only
+``externalTrafficPolicy: Cluster`` is built: kube-proxy treats NodePort traffic that comes from a pod as
+Cluster even under Local, so Local needs clients outside the pod network first.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ name: paths
 cluster: {nodes: 2, targets: 6, sources: 2}
 dataplanes: [nftables]
 paths: [clusterip, client-side, ingress]
-load: {users_per_source: 1, duration: 2s, warmup: 0.3s}
+load: {users_per_source: 1, duration: 3s, warmup: 0.3s}
 policies: [keepalive]
 seed: 3
 """
@@ -67,6 +67,7 @@ def test_per_request_paths_spread_kept_alive_clients_over_all_pods(
 ) -> None:
     cell = summary[f"nftables/{path}/keepalive"]
     assert cell["path"] == path and cell["errors"] == 0
+    assert cell["requests"] >= 30, f"too few requests to tell (a very loaded machine?): {cell['sentence']}"  # type: ignore[operator]
     assert cell["pods_used"] == 6
     assert cell["balance"]["jain"] >= 0.95  # type: ignore[index]
     assert cell["server_requests"] == cell["requests"] + cell["warmup_excluded"]  # type: ignore[operator]
