@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from balancebench.clusters import registry
+from balancebench.clusters.base import ClusterSpec
 from balancebench.clusters.netns.provider import check_machine
 from balancebench.errors import MissingFeature
 from balancebench.paths import PATHS, missing, parse_path
-from balancebench.paths.ingress import render
+from balancebench.paths.ingress import Controller, render
 from balancebench.paths.loadbalancer import render as render_haproxy
 
 SCENARIO = """
@@ -181,3 +186,34 @@ def test_haproxy_config_balances_over_every_node(tmp_path: Path) -> None:
         "server node-1 172.18.0.3:30080",
     ):
         assert line in conf, line
+
+
+def test_ingress_rerenders_and_reloads_nginx_when_an_endpoint_leaves() -> None:
+    try:
+        check_machine("nftables")
+    except MissingFeature as exc:
+        pytest.skip(str(exc))
+    why = missing("ingress", "netns")
+    if why is not None:
+        pytest.skip(why)
+    spec = ClusterSpec(name=f"bbt{os.getpid()}-reload"[:32], targets=3, sources=1, proxies=1)
+    with registry.get("netns").up(spec) as cluster:
+        proxy = cluster.status().proxies()[0]
+        with Controller(cluster, proxy.name, proxy.ip) as controller:
+            assert len(controller.endpoints) == 3
+            cluster.set_ready("echo-0", False)
+            deadline = time.monotonic() + 15
+            while controller.reloads == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert controller.reloads == 1 and len(controller.endpoints) == 2
+            time.sleep(0.5)  # the old worker finishes; the new one has the new upstreams
+            script = f"for i in $(seq 20); do curl -s -D - -o /dev/null http://{proxy.ip}/; done"
+            done = cluster.exec("source-0", ["sh", "-c", script], stdout=subprocess.PIPE)
+            out, _ = done.communicate(timeout=60)
+    pods = Counter(
+        line.split(":", 1)[1].strip()
+        for line in out.decode().splitlines()
+        if line.lower().startswith("x-pod-name")
+    )
+    assert pods == {"echo-1": 10, "echo-2": 10}
+    assert not _proxies_of_ours()
