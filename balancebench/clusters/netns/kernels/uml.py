@@ -265,7 +265,7 @@ class UmlNodes:
         shell = self._shell(index)
         script = "\n".join(
             [
-                "modprobe -a " + " ".join(self.modules),
+                "/run/modprobe -a " + " ".join(self.modules),
                 "ip -batch -",
                 "sysctl -qw " + " ".join(NODE_SYSCTLS),
                 f"sysctl -qw net.netfilter.nf_conntrack_max={CONNTRACK_MAX}",

@@ -7,11 +7,15 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t tmpfs -o mode=0755 tmpfs /run
-# The host's /lib/modules holds the host kernel's modules; this kernel's come from the UML package.
+# This kernel's modules come from the UML package. The host's /lib/modules holds the host kernel's, or
+# does not exist at all (a container image without a kernel), and nothing may be created on the host's
+# file system: modprobe gets a root of its own on /run (-d), for us and for the kernel's own requests.
 release=$(uname -r)
-mount -t tmpfs -o mode=0755 tmpfs /lib/modules
-mkdir /lib/modules/"$release"
-mount --bind /usr/lib/uml/modules/"$release" /lib/modules/"$release"
+mkdir -p /run/modroot/lib/modules/"$release"
+mount --bind /usr/lib/uml/modules/"$release" /run/modroot/lib/modules/"$release"
+printf '#!/bin/sh\nexec /usr/sbin/modprobe -d /run/modroot "$@"\n' > /run/modprobe
+chmod 755 /run/modprobe
+echo /run/modprobe > /proc/sys/kernel/modprobe
 ip link set lo up
 ip addr add "$bb_ip"/16 dev eth0
 ip link set eth0 up
