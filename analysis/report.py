@@ -14,6 +14,7 @@ and the per-pod throughput over time.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 import plotly
 import plotly.graph_objects as go
+import plotly.io
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
@@ -30,7 +32,7 @@ from analysis.errors import AnalysisError
 from analysis.events import event_lines
 from analysis.explain import CONNECTION_COLUMNS, connection_rows, explain_lines
 from analysis.loading import read_columns
-from analysis.manifest import load_run, run_path, write_json_atomically, write_text_atomically
+from analysis.manifest import Run, load_run, run_path, write_json_atomically, write_text_atomically
 from analysis.metrics import SPECTRUM_PERCENTILES, CellMetrics, compute_run
 from analysis.records import RECORDS_DIR
 from analysis.summary import (
@@ -77,8 +79,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> ReportFiles:
             f"{directory / RECORDS_DIR} is gone, so a report would show nothing of the {len(run.cells)} "
             f"cell(s) run.json lists: restore it (the report files are left as they are)"
         )
-    cells = compute_run(run, read_columns(directory))
-    summary = build_summary(run, cells)
+    _, cells, summary = analyse_run(directory)
     _refuse_to_shrink(directory / SUMMARY_FILE, summary)
     page = render_html(summary, cells)
     return ReportFiles(
@@ -87,6 +88,16 @@ def write_report(run_dir: str | os.PathLike[str]) -> ReportFiles:
         report_html=write_text_atomically(directory / REPORT_FILE, page),
         summary=summary,
     )
+
+
+def analyse_run(run_dir: str | os.PathLike[str]) -> tuple[Run, list[CellMetrics], Summary]:
+    """A run's manifest, every cell's metrics and the summary, from its records (nothing written).
+
+    >>> run, cells, summary = analyse_run("results/seed-20261124")   # doctest: +SKIP
+    """
+    run = load_run(run_dir)
+    cells = compute_run(run, read_columns(run_dir))
+    return run, cells, build_summary(run, cells)
 
 
 def _refuse_to_shrink(existing: Path, summary: Summary) -> None:
@@ -170,6 +181,7 @@ histograms over all measured requests; "new conn" is the share of requests that 
 </section>
 {sections}
 </main>
+<script>{_LOADER.replace("__CONFIG__", json.dumps(PLOT_CONFIG))}</script>
 <footer>balancebench report · summary schema {summary["schema"]} · charts by plotly {plotly.__version__},
 embedded</footer>
 </body>
@@ -257,16 +269,18 @@ def _cell_section(entry: Mapping[str, Any], metrics: CellMetrics) -> str:
 
 
 def _figure_html(figure: go.Figure, div_id: str) -> str:
+    """A plot's placeholder and its figure as JSON: the page's loader draws it when it comes into view."""
     figure.update_layout(
         template="plotly_white",
         margin={"l": 60, "r": 20, "t": 48, "b": 48},
         font={"family": _FONT, "size": 12},
         title={"font": {"size": 14}},
     )
-    body = figure.to_html(
-        full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG, default_height="340px"
+    spec = plotly.io.to_json(figure, validate=False, engine="json").replace("</", "<\\/")
+    return (
+        f'<div class="figure"><div id="{_e(div_id)}" class="plotly-graph-div"></div>'
+        f'<script type="application/json" class="plot-spec" data-for="{_e(div_id)}">{spec}</script></div>'
     )
-    return f'<div class="figure">{body}</div>'
 
 
 def _share_figure(metrics: CellMetrics, colors: Mapping[str, str]) -> go.Figure:
@@ -519,11 +533,11 @@ ul.sentences a:hover {{ text-decoration: underline; }}
 p.sentence {{ font-size: 15px; font-weight: 500; margin: 0 0 8px; }}
 p.note {{ font-size: 12px; color: #555; margin: 0 0 10px; }}
 ul.details {{ font-size: 13px; color: #333; margin: 8px 0 0; padding-left: 20px; line-height: 1.6; }}
-/* Fixed tracks, not auto-fit: each plot is drawn while the page is still parsing, at its cell's width. */
+/* Fixed tracks, not auto-fit: a plot's placeholder has its final size before it is drawn. */
 .grid {{ display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 12px; margin-top: 12px; }}
 @media (max-width: 1100px) {{ .grid {{ grid-template-columns: minmax(0, 1fr); }} }}
 .figure {{ border: 1px solid #eef0f3; border-radius: 6px; }}
-.grid .figure {{ min-height: 340px; }}
+.plotly-graph-div {{ height: 340px; width: 100%; }}
 .table {{ overflow-x: auto; }}
 table {{ border-collapse: collapse; font-size: 13px; margin: 6px 0; }}
 th, td {{ padding: 4px 10px; border-bottom: 1px solid #e8eaee; white-space: nowrap; text-align: left; }}
@@ -531,4 +545,55 @@ th {{ background: #f1f3f6; font-weight: 600; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 tbody tr:hover {{ background: #f8f9fb; }}
 footer {{ padding: 12px 32px 24px; font-size: 12px; color: #777; }}
+"""
+
+# Draws the plots in view first (``window.balancebenchReport.ready`` once they are), then the others one
+# at a time while the browser is idle, and a plot scrolled to before its turn at once (``complete`` when
+# all are drawn): a 100-cell report holds ~400 plots, and drawing them all before the page shows is slow.
+_LOADER = """
+(function () {
+  var report = window.balancebenchReport = {ready: false, complete: false, drawn: 0, total: 0};
+  var config = __CONFIG__;
+  var specs = {};
+  var order = [];
+  document.querySelectorAll("script.plot-spec").forEach(function (spec) {
+    var div = document.getElementById(spec.dataset.for);
+    if (div) { specs[div.id] = spec; order.push(div); }
+  });
+  report.total = order.length;
+  function draw(div) {
+    var spec = specs[div.id];
+    if (!spec) { return Promise.resolve(); }
+    delete specs[div.id];
+    var figure = JSON.parse(spec.textContent);
+    return Plotly.newPlot(div, figure.data, figure.layout, config).then(function () {
+      report.drawn += 1;
+      report.complete = report.drawn === report.total;
+    });
+  }
+  report.drawAll = function () { return Promise.all(order.map(draw)); };
+  var idle = window.requestIdleCallback || function (task) { return setTimeout(task, 1); };
+  function drawRest(from) {
+    while (from < order.length && !specs[order[from].id]) { from += 1; }
+    if (from >= order.length) { return; }
+    idle(function () { draw(order[from]).then(function () { drawRest(from + 1); }); });
+  }
+  function inView(div) {
+    var box = div.getBoundingClientRect();
+    return box.bottom >= 0 && box.top <= window.innerHeight;
+  }
+  if ("IntersectionObserver" in window) {
+    var observer = new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) {
+        if (entry.isIntersecting) { observer.unobserve(entry.target); draw(entry.target); }
+      });
+    }, {rootMargin: "400px 0px"});
+    order.forEach(function (div) { observer.observe(div); });
+  }
+  window.addEventListener("beforeprint", report.drawAll);
+  Promise.all(order.filter(inView).map(draw)).then(function () {
+    report.ready = true;
+    drawRest(0);
+  });
+})();
 """

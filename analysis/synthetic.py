@@ -55,6 +55,31 @@ DEFAULT_CELLS: tuple[SyntheticCell, ...] = tuple(
 )
 
 
+def many_cells(count: int) -> tuple[SyntheticCell, ...]:
+    """``count`` distinct cells (dataplane × policy × repetition), e.g. a 100-cell report for the benchmark.
+
+    >>> [cell.policy for cell in many_cells(4)]
+    ['keepalive', 'max-requests', 'per-request', 'keepalive']
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    dataplanes = ("nftables", "iptables", "ebpf", "ipvs", "ipvs:lc")
+    policies = (("keepalive", KEEPALIVE), ("max-requests", 200), ("per-request", 1))
+    cells = []
+    for index in range(count):
+        policy, per_connection = policies[index % len(policies)]
+        dataplane = dataplanes[index // len(policies) % len(dataplanes)]
+        repetition = index // (len(policies) * len(dataplanes))
+        cells.append(
+            SyntheticCell(
+                dataplane=dataplane,
+                policy=f"{policy}-{repetition}" if repetition else policy,
+                requests_per_connection=per_connection,
+            )
+        )
+    return tuple(cells)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Topology:
     """Pods of a synthetic run: targets spread over nodes, sources, client concurrency, the slow pod."""

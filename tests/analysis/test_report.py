@@ -55,7 +55,8 @@ def test_html_is_self_contained_with_plotly_inlined_once(run_dir: Path) -> None:
     assert page.count(get_plotlyjs()) == 1
     # plotly.js itself names URLs it never fetches for these charts (map topologies); the page adds none.
     assert not re.findall(r"https?://", page.replace(get_plotlyjs(), ""))
-    assert page.count("Plotly.newPlot(") == 1 + 3 * FIGURES_PER_CELL
+    assert page.count("Plotly.newPlot(") == 1  # one loader draws every plot from its JSON spec
+    assert page.count('class="plot-spec"') == 1 + 3 * FIGURES_PER_CELL
     assert len(page) < 6_000_000
 
 
