@@ -2,10 +2,15 @@
 
 Reads commands on stdin, one per line, and answers each with one line per request then ``done``:
 
-    new N    N requests, each on a new TCP connection
+    new N    N requests, each on a new TCP connection, closed with a reset once its response is read
     keep N   N requests on this client's one kept-alive connection (opened on first use)
     from P   one request on a new connection from local port P (closed with a reset, so the port is
              free again at once: a hashing scheduler sees the same client address and port each time)
+
+Why a reset: a graceful close leaves the client port in TIME_WAIT for 60 s but IPVS's entry for 120 s; once
+the port range wraps (a few thousand connections into a test module), a reused port's SYN meets the stale
+entry and, with ``conn_reuse_mode=1``, is dropped while the entry is rescheduled (kubernetes#81775): a
+5-second stall unrelated to what the test checks. After a reset IPVS keeps the entry 10 s (state CLOSE).
 
 A request line is ``<X-Pod-Name> <X-Conn-Id>``, or ``error <ExceptionName>`` (the kept-alive connection is
 then dropped, so the next ``keep`` opens a new one). The client exits on EOF, and after 120 s whatever
@@ -35,6 +40,13 @@ def _request(conn: http.client.HTTPConnection, path: str) -> str:
     return f"{response.getheader('X-Pod-Name')} {response.getheader('X-Conn-Id')}"
 
 
+def _reset(conn: http.client.HTTPConnection) -> None:
+    """Close with a RST (SO_LINGER 0): no TIME_WAIT, the port is free again at once."""
+    if conn.sock is not None:
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
 def main() -> int:
     signal.alarm(LIFETIME_S)
     url = urlsplit(sys.argv[1])
@@ -55,7 +67,7 @@ def main() -> int:
                 except (OSError, http.client.HTTPException) as exc:
                     out.append(f"error {type(exc).__name__}")
                 finally:
-                    conn.close()
+                    _reset(conn)
             elif command == "from":
                 conn = http.client.HTTPConnection(
                     host, port, timeout=TIMEOUT_S, source_address=("", local_port)
@@ -65,9 +77,7 @@ def main() -> int:
                 except (OSError, http.client.HTTPException) as exc:
                     out.append(f"error {type(exc).__name__}")
                 finally:
-                    if conn.sock is not None:
-                        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    conn.close()
+                    _reset(conn)
             elif command == "keep":
                 if kept is None:
                     kept = http.client.HTTPConnection(host, port, timeout=TIMEOUT_S)

@@ -215,10 +215,6 @@ def test_removed_endpoint_drains_before_it_goes(cluster: NetnsCluster) -> None:
         spread.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="failed once in the final idle CI-mode run; under investigation (session note)",
-)
 def test_endpoint_changes_reach_new_connections_only(cluster: NetnsCluster) -> None:
     before = {p.name for p in cluster.status().targets()}
     pinned = PodClient(cluster, "source-1")
