@@ -147,7 +147,15 @@ class Controller:
         self.recorded.set()
 
     def bring_up(self, dataplane: str) -> None:
+        runner = self.environment.runner
+        previous = self.session.cluster
+        known = set(runner.clients) if isinstance(runner, MasterRunner) else set()
         status = self.session.ensure_cluster(dataplane)
+        if self.session.cluster is not previous and isinstance(runner, MasterRunner):
+            # The previous cluster's workers went down with it. One whose goodbye was lost still counts as
+            # ready until its heartbeats time out, and would be handed users (and pass for a new worker).
+            for worker in known & set(runner.clients):
+                del runner.clients[worker]
         self.service_url = f"http://{status.service.cluster_ip}:{status.service.port}"
         self.environment.host = self.service_url
         self.view.set_pods(
