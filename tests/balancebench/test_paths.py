@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,11 +19,10 @@ import pytest
 
 from balancebench.clusters import registry
 from balancebench.clusters.base import ClusterSpec
-from balancebench.clusters.netns.provider import check_machine
-from balancebench.errors import MissingFeature
 from balancebench.paths import PATHS, missing, parse_path
 from balancebench.paths.ingress import Controller, render
 from balancebench.paths.loadbalancer import render as render_haproxy
+from tests.balancebench.cli import start_balancebench
 
 SCENARIO = """
 name: paths
@@ -37,26 +35,34 @@ seed: 3
 """
 
 
-@pytest.fixture(scope="module")
-def summary(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
-    try:
-        check_machine("nftables")
-    except MissingFeature as exc:
-        pytest.skip(str(exc))
-    why = missing("ingress", "netns")
+def _skip_without(path: str) -> None:
+    """Skip where ``path``'s proxy program (nginx, haproxy) is not installed, naming what to install."""
+    why = missing(path, "netns")
     if why is not None:
         pytest.skip(why)
-    work = tmp_path_factory.mktemp("paths")
-    (work / "paths.yaml").write_text(SCENARIO)
-    done = subprocess.run(
-        [sys.executable, "-m", "balancebench", "run", str(work / "paths.yaml"), "--out", str(work / "run")],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr
-    data = json.loads((work / "run" / "summary.json").read_text())
-    return {cell["cell"]: cell for cell in data["cells"]}
+
+
+def _run_cells(work: Path, scenario: str, *, timeout: float) -> dict[str, dict[str, object]]:
+    """``balancebench run`` of ``scenario`` in ``work``: its summary's cells by name."""
+    (work / "scenario.yaml").write_text(scenario)
+    done = start_balancebench("run", str(work / "scenario.yaml"), "--out", str(work / "run"))
+    try:
+        _, stderr = done.communicate(timeout=timeout)
+    finally:
+        if done.poll() is None:
+            done.kill()
+            done.communicate()
+    assert done.returncode == 0, stderr
+    cells = json.loads((work / "run" / "summary.json").read_text())["cells"]
+    return {cell["cell"]: cell for cell in cells}
+
+
+@pytest.fixture(scope="module")
+def summary(
+    needs_nftables_cluster: None, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, object]]:
+    _skip_without("ingress")
+    return _run_cells(tmp_path_factory.mktemp("paths"), SCENARIO, timeout=240)
 
 
 def test_clusterip_pins_kept_alive_clients(summary: dict[str, dict[str, object]]) -> None:
@@ -133,25 +139,11 @@ seed: 4
 
 
 @pytest.fixture(scope="module")
-def entering(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
-    try:
-        check_machine("nftables")
-    except MissingFeature as exc:
-        pytest.skip(str(exc))
-    why = missing("loadbalancer", "netns")
-    if why is not None:
-        pytest.skip(why)
-    work = tmp_path_factory.mktemp("entering")
-    (work / "entering.yaml").write_text(ENTERING)
-    done = subprocess.run(
-        [sys.executable, "-m", "balancebench", "run", str(work / "entering.yaml"), "--out", str(work / "r")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    cells = json.loads((work / "r" / "summary.json").read_text())["cells"]
-    return {cell["cell"]: cell for cell in cells}
+def entering(
+    needs_nftables_cluster: None, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, object]]:
+    _skip_without("loadbalancer")
+    return _run_cells(tmp_path_factory.mktemp("entering"), ENTERING, timeout=300)
 
 
 @pytest.mark.parametrize("path", ["nodeport:node-1", "loadbalancer"])
@@ -188,14 +180,8 @@ def test_haproxy_config_balances_over_every_node(tmp_path: Path) -> None:
         assert line in conf, line
 
 
-def test_ingress_rerenders_and_reloads_nginx_when_an_endpoint_leaves() -> None:
-    try:
-        check_machine("nftables")
-    except MissingFeature as exc:
-        pytest.skip(str(exc))
-    why = missing("ingress", "netns")
-    if why is not None:
-        pytest.skip(why)
+def test_ingress_rerenders_and_reloads_nginx_when_an_endpoint_leaves(needs_nftables_cluster: None) -> None:
+    _skip_without("ingress")
     spec = ClusterSpec(name=f"bbt{os.getpid()}-reload"[:32], targets=3, sources=1, proxies=1)
     with registry.get("netns").up(spec) as cluster:
         proxy = cluster.status().proxies()[0]
