@@ -179,10 +179,6 @@ def _shoot(page, tmp_path: Path, name: str) -> None:
         shutil.copy(tmp_path / name, Path(extra) / name)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="failed once in the final idle CI-mode run; under investigation (session note)",
-)
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (scripts/setup.sh)")
 def test_balance_tab_keepalive_then_per_request(tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
