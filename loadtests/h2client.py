@@ -438,6 +438,10 @@ def _failed(kind: str, cause: BaseException | str, start: float, end: float, *, 
 
 
 def _close(sock: Any) -> None:
+    # gevent defers the close of a socket a greenlet waits on (the reader) to the hub's next turn, which a
+    # caller that blocks right after (a test stopping its server) never gives: shutdown sends the FIN now.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 

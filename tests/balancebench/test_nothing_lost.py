@@ -38,6 +38,16 @@ def _scenario(tmp_path: Path, duration: str) -> Path:
     return path
 
 
+def _report(run_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``balancebench report RUN_DIR`` as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "balancebench", "report", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def _records(run_dir: Path) -> list[Path]:
     return list((run_dir / "records").glob("*.parquet"))
 
@@ -86,12 +96,7 @@ def test_a_signal_during_load_keeps_the_records_and_report_marks_them_partial(
     assert "(cut short, partial)" in cell["sentence"]
 
     # Re-rendering from the kept records gives the same counts, still marked partial.
-    report = subprocess.run(
-        [sys.executable, "-m", "balancebench", "report", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    report = _report(out)
     assert report.returncode == 0, report.stderr
     again = json.loads((out / "summary.json").read_text())["cells"][0]
     assert again["requests"] == cell["requests"] and again["complete"] is False
@@ -106,12 +111,7 @@ def test_report_refuses_to_overwrite_a_run_whose_records_are_gone(finished_run: 
     assert json.loads(kept["summary.json"])["cells"][0]["requests"] > 0
 
     shutil.rmtree(run / "records")
-    gone = subprocess.run(
-        [sys.executable, "-m", "balancebench", "report", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    gone = _report(run)
     assert gone.returncode == 2, gone.stderr
     assert gone.stderr.count("\n") == 1 and "records is gone" in gone.stderr, gone.stderr
 
@@ -125,12 +125,7 @@ def test_report_refuses_to_overwrite_a_run_whose_records_are_gone(finished_run: 
 
         table = pq.read_table(parts[0])
         pq.write_table(table.slice(0, table.num_rows // 2), parts[0])
-    fewer = subprocess.run(
-        [sys.executable, "-m", "balancebench", "report", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    fewer = _report(run)
     assert fewer.returncode == 2, fewer.stderr
     assert "nothing is overwritten" in fewer.stderr and fewer.stderr.count("\n") == 1, fewer.stderr
     assert {name: (run / name).read_bytes() for name in kept} == kept
@@ -138,12 +133,7 @@ def test_report_refuses_to_overwrite_a_run_whose_records_are_gone(finished_run: 
     # With every record back, report re-renders (same counts: nothing less).
     shutil.rmtree(run / "records")
     shutil.copytree(finished_run / "records", run / "records")
-    again = subprocess.run(
-        [sys.executable, "-m", "balancebench", "report", str(run)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = _report(run)
     assert again.returncode == 0, again.stderr
 
 
