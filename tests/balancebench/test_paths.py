@@ -2,7 +2,8 @@
 
 One scenario, one cluster, kept-alive clients (2 sources × 1 user): through the ClusterIP they pin to at most
 2 of 6 pods; balancing per request at the client (``client-side``) or at the ingress controller's nginx
-(``ingress``) spreads them over all 6.
+(``ingress``) spreads them over all 6. Entering through a node (``nodeport``, ``loadbalancer``) is measured
+on nftables, and once more on iptables and ipvs (UML node kernels where the host has no IPVS).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pytest
 
 from balancebench.clusters import registry
 from balancebench.clusters.base import ClusterSpec
+from balancebench.clusters.netns.provider import check_machine
+from balancebench.errors import MissingFeature
 from balancebench.paths import PATHS, missing, parse_path
 from balancebench.paths.ingress import Controller, render
 from balancebench.paths.loadbalancer import render as render_haproxy
@@ -203,3 +206,39 @@ def test_ingress_rerenders_and_reloads_nginx_when_an_endpoint_leaves(needs_nftab
     )
     assert pods == {"echo-1": 10, "echo-2": 10}
     assert not _proxies_of_ours()
+
+
+OTHER_DATAPLANES = """
+name: other-dataplanes
+cluster: {nodes: 2, targets: 6, sources: 2, node_kernel: auto}
+dataplanes: [iptables, ipvs]
+paths: [nodeport:node-1, loadbalancer]
+load: {users_per_source: 1, duration: 2s, warmup: 0.3s}
+policies: [per-request]
+seed: 5
+"""
+
+
+@pytest.fixture(scope="module")
+def other_dataplanes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    for dataplane in ("iptables", "ipvs"):  # ipvs on UML node kernels where the host has no IPVS
+        try:
+            check_machine(dataplane)
+        except MissingFeature as exc:
+            pytest.skip(str(exc))
+    _skip_without("loadbalancer")
+    return _run_cells(tmp_path_factory.mktemp("dataplanes"), OTHER_DATAPLANES, timeout=300)
+
+
+@pytest.mark.parametrize("dataplane", ["iptables", "ipvs"])
+@pytest.mark.parametrize("path", ["nodeport:node-1", "loadbalancer"])
+def test_entering_through_nodes_spreads_per_request_clients_on_iptables_and_ipvs(
+    other_dataplanes: dict[str, dict[str, object]], dataplane: str, path: str
+) -> None:
+    cell = other_dataplanes[f"{dataplane}/{path}/per-request"]
+    assert cell["errors"] == 0
+    assert cell["requests"] >= 30, "too few requests to tell (a very loaded machine?)"  # type: ignore[operator]
+    # The entered node's kube-proxy rules (KUBE-NODEPORTS, or IPVS's NodePort virtual server) pick any pod.
+    assert cell["pods_used"] == 6
+    assert {pod["node"] for pod in cell["pods"].values()} == {"node-0", "node-1"}  # type: ignore[attr-defined]
+    assert cell["server_requests"] == cell["requests"] + cell["warmup_excluded"]  # type: ignore[operator]
