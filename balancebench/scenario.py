@@ -36,7 +36,7 @@ from balancebench.durations import Duration
 from balancebench.errors import InvalidInput
 from balancebench.events import Event, PlanError, check_timeline, parse_event
 from balancebench.names import SCENARIO_NAME_MAX
-from balancebench.paths import DEFAULT_PATH, parse_path, path_choices
+from balancebench.paths import DEFAULT_PATH, check_entered_nodes, parse_path, path_choices
 from balancebench.yamlfile import parse_yaml, read_text
 from loadtests.load import Load
 
@@ -391,6 +391,7 @@ class Scenario(_Strict):
                     f"echo.pods names {pod}, which does not exist: cluster.targets is {targets}, so the "
                     f"echo pods are echo-0 … echo-{targets - 1}"
                 )
+        check_entered_nodes(self.paths, self.cluster.nodes)
         for entry in self.policies:
             _check_driver(self.load_for(entry), entry)
         return self

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 from balancebench.clusters.base import Cluster
+from balancebench.clusters.netns.addressing import node_name
 from balancebench.paths import client_side, clusterip, ingress, loadbalancer, nodeport
 from balancebench.paths.base import Entry, ServicePath
 
@@ -93,6 +94,18 @@ def cluster_needs(texts: Sequence[str]) -> dict[str, int]:
         for field, value in PATHS[name].cluster_needs(option).items():
             needs[field] = max(needs.get(field, 0), value)
     return needs
+
+
+def check_entered_nodes(texts: Sequence[str], nodes: int) -> None:
+    """ValueError if a path enters a node (``nodeport:node-3``) that a cluster of ``nodes`` nodes lacks."""
+    names = [node_name(i) for i in range(nodes)]
+    for text in texts:
+        _, option = parse_path(text)
+        if option.startswith("node-") and option not in names:
+            raise ValueError(
+                f"path {text} enters {option}, which does not exist: cluster.nodes is {nodes}, so the nodes "
+                f"are {names[0]} … {names[-1]}"
+            )
 
 
 def proxy(text: str) -> str | None:

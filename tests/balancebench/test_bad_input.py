@@ -93,6 +93,11 @@ CASES = [
     Case(
         "path-bad-option", _run("--set", "paths=[client-side:sticky]"), "its options are round_robin, random"
     ),
+    Case(
+        "path-missing-node",
+        _run("--set", "paths=[nodeport:node-5]"),
+        "path nodeport:node-5 enters node-5, which does not exist: cluster.nodes is",
+    ),
     Case("set-empty-key", _run("--set", "=5"), "expected key=value"),
     Case("set-empty-part", _run("--set", "load..duration=5s"), "expected key=value"),
     Case("set-not-a-section", _run("--set", "name.x=1"), "name is not a section"),
