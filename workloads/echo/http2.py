@@ -34,12 +34,8 @@ retry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import json
-import socket
 import struct
-import termios
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +46,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
+
+from workloads.echo.protocol import unacknowledged_bytes
 
 if TYPE_CHECKING:
     from workloads.echo.protocol import EchoState
@@ -430,15 +428,7 @@ class Http2Connection(asyncio.Protocol):
 
     def unacknowledged(self) -> int:
         """Bytes written but not yet acknowledged by the client (asyncio's buffer plus the kernel's)."""
-        transport = self._transport
-        if transport is None:
-            return 0
-        queued = transport.get_write_buffer_size()
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-        return queued
+        return unacknowledged_bytes(self._transport)
 
     def abort(self) -> None:
         """Grace or shutdown deadline passed: drop the connection with whatever is still in flight."""

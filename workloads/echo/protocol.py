@@ -112,6 +112,19 @@ def _burn_cpu(milliseconds: float) -> None:
         pass
 
 
+def unacknowledged_bytes(transport: asyncio.Transport | None) -> int:
+    """Bytes written on ``transport`` but not yet acknowledged by the peer: asyncio's buffer plus the
+    kernel's send queue (``TIOCOUTQ``), for HTTP/1.1 and HTTP/2 connections alike (freeze waits for 0)."""
+    if transport is None:
+        return 0
+    queued = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    return queued
+
+
 def _address(peer: Any) -> str:
     if not isinstance(peer, tuple):
         return str(peer)
@@ -486,15 +499,7 @@ class EchoProtocol(asyncio.Protocol):
 
     def unacknowledged(self) -> int:
         """Bytes written but not yet acknowledged by the client (asyncio's buffer plus the kernel's)."""
-        transport = self._transport
-        if transport is None:
-            return 0
-        queued = transport.get_write_buffer_size()
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
-                queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-        return queued
+        return unacknowledged_bytes(self._transport)
 
     def abort(self) -> None:
         """Shutdown deadline passed: drop the connection with whatever is still in flight."""
