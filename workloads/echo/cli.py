@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -168,7 +169,9 @@ OPTIONS: tuple[Option, ...] = (
 """Every flag, in ``--help`` order; a switch (no metavar) takes no value on the command line."""
 
 
+@functools.cache
 def _parser() -> argparse.ArgumentParser:
+    # one parser for every parse (argparse does not mutate it): an echo host parses each pod's flags
     parser = _Parser(
         prog=PROG,
         description="HTTP/1.1, HTTP/2 and gRPC echo target: every response says which pod, connection "

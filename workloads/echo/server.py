@@ -122,6 +122,21 @@ def _bound_port(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
 
 
+def open_listeners(config: EchoConfig) -> tuple[socket.socket, socket.socket]:
+    """The echo and admin listening sockets on ``config.host`` (both or neither: OSError closes the first).
+
+    They belong to the network namespace of the thread that opens them, which is how an echo host serves
+    many pods from one process."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    echo = socket.create_server((config.host, config.port), family=family, backlog=_BACKLOG)
+    try:
+        admin = socket.create_server((config.host, config.admin_port), family=family)
+    except BaseException:
+        echo.close()
+        raise
+    return echo, admin
+
+
 class EchoServer:
     """The echo and admin listeners of one process, started together and stopped with a drain."""
 
@@ -152,28 +167,25 @@ class EchoServer:
         self.port = 0
         self.admin_port = 0
 
-    async def start(self) -> None:
-        """Bind both ports; if the second fails the first is closed again (nothing half-started)."""
+    async def start(self, listeners: tuple[socket.socket, socket.socket] | None = None) -> None:
+        """Serve the echo and admin ports; if the admin port fails the echo port is closed again.
+
+        ``listeners`` are the two listening sockets, already bound (an echo host opens them inside the
+        pod's network namespace); by default they are opened here, on ``config.host``."""
         loop = asyncio.get_running_loop()
         config = self.config
         state = self.state
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        if config.tls is None:
-            server = await loop.create_server(
-                lambda: EchoProtocol(state), config.host, config.port, backlog=_BACKLOG, reuse_address=True
-            )
-            self._echo = server
-            self.port = _bound_port(server.sockets[0])
-        else:
-            assert self._tls_context is not None
-            context = self._tls_context
-            sock = socket.create_server(
-                (config.host, config.port), family=family, backlog=_BACKLOG, reuse_port=False
-            )
-            listener = _SniffingListener(state, sock, context)
-            self._echo = listener
-            self.port = listener.port
+        echo_sock, admin_sock = listeners if listeners is not None else open_listeners(config)
         try:
+            if config.tls is None:
+                server = await loop.create_server(
+                    lambda: EchoProtocol(state), sock=echo_sock, backlog=_BACKLOG
+                )
+                self._echo = server
+            else:
+                assert self._tls_context is not None
+                self._echo = _SniffingListener(state, echo_sock, self._tls_context)
+            self.port = _bound_port(echo_sock)
             if config.log_requests:  # aiohttp's own access log, logger "aiohttp.access"
                 runner = web.AppRunner(admin_app(state), handle_signals=False, shutdown_timeout=1.0)
             else:
@@ -182,12 +194,13 @@ class EchoServer:
                 )
             await runner.setup()
             self._admin = runner
-            admin_sock = socket.create_server((config.host, config.admin_port), family=family)
             site = web.SockSite(runner, admin_sock)
             await site.start()
             self.admin_port = _bound_port(admin_sock)
         except BaseException:
             await self._close_listeners()
+            echo_sock.close()
+            admin_sock.close()
             raise
 
     def listening_line(self) -> str:
@@ -215,6 +228,17 @@ class EchoServer:
                 for connection in list(state.connections):
                     connection.abort()
                 await asyncio.sleep(0)  # let the aborted transports report connection_lost
+        await self._close_listeners()
+
+    async def kill(self) -> None:
+        """What SIGKILL does to a pod's process: its listeners and connections close at once, unanswered."""
+        state = self.state
+        state.ready = False
+        state.frozen = True
+        if self._echo is not None:
+            self._echo.close()
+        for connection in list(state.connections):
+            connection.abort()
         await self._close_listeners()
 
     async def _close_listeners(self) -> None:

@@ -4,11 +4,12 @@ Three scripts, each one ``ip`` process (so ``up`` spawns a handful of processes,
 
 * ``sandbox_script`` runs in the sandbox's root namespace, the "Docker host": the node bridge at
   172.18.0.1, one veth per node into it, a route to each node's pod CIDR via that node (so the supervisor
-  reaches pods like a kubelet), and the pods' namespaces.
+  reaches pods like a kubelet). The pods' namespaces are made beforehand (:mod:`namespaces`).
 * ``node_script`` runs in a node: its address, routes to the other nodes' pod CIDRs, and one veth per pod
   holding the node's pod gateway address with a /32 route to the pod (kindnet's ptp plugin). Pod traffic
   therefore always crosses the node's own stack — its conntrack and kube-proxy rules — both ways.
-* ``pod_script`` runs in a pod: its /32 address and a default route via the node's gateway.
+* ``pod_script`` is what a pod gets: its /32 address and a default route via the node's gateway (applied
+  over rtnetlink by :func:`namespaces.wire_pods`, a process per pod being too slow at scale).
 
 >>> print(pod_script(ip="10.244.0.2", gateway="10.244.0.1"))
 link set lo up
@@ -51,7 +52,7 @@ def node_uplink(index: int) -> str:
 
 
 def sandbox_script(*, nodes: int | None, pods: Iterable[PodLink]) -> str:
-    """Root-namespace script; ``nodes=None`` adds pods only (scale-up)."""
+    """Root-namespace script; ``nodes=None`` adds nothing (pods are wired from their nodes)."""
     lines: list[str] = []
     if nodes is not None:
         lines += [
@@ -67,7 +68,6 @@ def sandbox_script(*, nodes: int | None, pods: Iterable[PodLink]) -> str:
                 f"link add {node_uplink(index)} type veth peer name eth0 netns {name}",
                 f"link set {node_uplink(index)} master {BRIDGE} up",
             ]
-    lines += [f"netns add {pod.name}" for pod in pods]
     return "\n".join(lines) + "\n"
 
 

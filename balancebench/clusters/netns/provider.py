@@ -36,7 +36,7 @@ from balancebench.errors import ClusterError, InvalidInput, MissingFeature
 from balancebench.names import check_cluster_name
 from balancebench.shell import run
 
-DEFAULT_ECHO_COMMAND: tuple[str, ...] = (sys.executable, "-m", "workloads.echo")
+DEFAULT_ECHO_COMMAND: tuple[str, ...] = (sys.executable, "-m", "workloads.echo.host")
 PODEXEC_MODULE = "balancebench.clusters.netns.podexec"
 UP_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0

@@ -28,21 +28,21 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from balancebench.clusters.base import ClusterSpec, ClusterStatus, Pod, PodRole, Service
-from balancebench.clusters.netns import addressing, control, kernels, network
+from balancebench.clusters.netns import addressing, control, echohosts, kernels, namespaces, network
 from balancebench.clusters.netns.dataplanes import (
     Dataplane,
     DataplaneContext,
     Endpoint,
     create,
+    in_netns,
     needs_cgroups,
 )
 from balancebench.clusters.netns.runtime import cluster_cgroup, remove_cgroup_tree
@@ -69,7 +69,8 @@ class PodState:
     node: int
     ip: str
     veth: str
-    process: subprocess.Popen[bytes] | None = None
+    host: echohosts.EchoHostProcess | None = None
+    """The echo host serving this pod's sockets (echo pods only)."""
     ready: bool = False
     failures: int = 0
     removing: bool = False
@@ -83,15 +84,9 @@ class PodState:
         return network.netns_path(self.name)
 
     @property
-    def log_file(self) -> Path:
-        return LOG_DIR / f"{self.name}.log"
-
-    def last_log_line(self) -> str:
-        try:
-            lines = self.log_file.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no log"
-        return lines[-1] if lines else "no output"
+    def served(self) -> bool:
+        """An echo pod whose host process still runs."""
+        return self.host is not None and self.host.alive
 
 
 class Supervisor:
@@ -105,6 +100,9 @@ class Supervisor:
         self.lifeline = lifeline
         self.echo_command = list(echo_command)
         self.pods: dict[str, PodState] = {}
+        self.hosts: dict[str, echohosts.EchoHostProcess] = {}
+        self.shared_hosts = max(1, min(spec.nodes, os.cpu_count() or 1))
+        """Echo hosts for pods without flags of their own: one per node up to one per CPU."""
         self.node_names = tuple(addressing.node_name(i) for i in range(spec.nodes))
         self.service = Service(
             cluster_ip=addressing.CLUSTER_IP,
@@ -191,7 +189,7 @@ class Supervisor:
             self.lifeline = None
 
     def _reap(self) -> None:
-        by_pid = {p.process.pid: p.process for p in self.pods.values() if p.process is not None}
+        by_pid = {host.process.pid: host.process for host in self.hosts.values()}
         by_pid |= {process.pid: process for process in self.nodes.processes()}
         while True:
             try:
@@ -214,9 +212,9 @@ class Supervisor:
                 break
         # Abort every connection the dead processes left: with the links about to vanish, their FINs would
         # otherwise be retransmitted for minutes, keeping namespaces and cgroups alive in the kernel.
-        for name in self.pods:
+        for netns in namespaces.with_tcp_sockets([pod.netns for pod in self.pods.values()]):
             with contextlib.suppress(ClusterError):
-                run(_in(name, ["ss", "-K", "-t", "-a"]), check=False)
+                run(in_netns(netns, ["ss", "-K", "-t", "-a"]), check=False)
         self.nodes.before_teardown()
         if self.cgroup is not None:
             try:
@@ -245,6 +243,10 @@ class Supervisor:
             self._plan("proxy", node=addressing.round_robin_node(i, spec.nodes)) for i in range(spec.proxies)
         ]
         pods = targets + sources + proxies
+        # The shared echo hosts import Python and aiohttp (~0.4 s of CPU each) while the pods are wired.
+        for pod in targets[: self.shared_hosts]:
+            self._host_for(pod)
+        namespaces.create([p.netns for p in pods])
         self.nodes.build([p.link for p in pods])
         self._wire_pods(pods)
         log.info(
@@ -254,24 +256,28 @@ class Supervisor:
             len(pods),
             _ms_since(started),
         )
-        for pod in targets:
-            self._start(pod)
-        await self._until_stopped(self.nodes.wait_ready(time.monotonic() + START_TIMEOUT))
-        log.info("%s nodes ready at %.0f ms", self.nodes.info().name, _ms_since(started))
-        dataplane = create(spec.dataplane, self._dataplane_context())
-        # Programming the nodes and waiting for the pods' probes are independent: do both at once.
-        setup = asyncio.ensure_future(asyncio.to_thread(dataplane.setup))
+        # The pods' sockets need only their namespaces: they start while the nodes boot and are programmed.
+        starting = asyncio.ensure_future(self._start_pods(targets))
         try:
-            await self._wait_ready(targets)
-            log.info("%d echo pods ready at %.0f ms", len(targets), _ms_since(started))
+            await self._until_stopped(self.nodes.wait_ready(time.monotonic() + START_TIMEOUT))
+            log.info("%s nodes ready at %.0f ms", self.nodes.info().name, _ms_since(started))
+            dataplane = create(spec.dataplane, self._dataplane_context())
+            setup = asyncio.ensure_future(asyncio.to_thread(dataplane.setup))
+            try:
+                await self._until_stopped(asyncio.shield(starting))
+                log.info("%d echo pods ready at %.0f ms", len(targets), _ms_since(started))
+            finally:
+                await asyncio.wait({setup})
+            setup.result()
         finally:
-            await asyncio.wait({setup})
-        setup.result()
+            if not starting.done():
+                starting.cancel()
+            await asyncio.wait({starting})
         self.dataplane = dataplane
         log.info("dataplane %s set up at %.0f ms", spec.dataplane, _ms_since(started))
         self._sync()
 
-    async def _until_stopped(self, step: Coroutine[Any, Any, None]) -> None:
+    async def _until_stopped(self, step: Awaitable[None]) -> None:
         """Await a start-up step, unless the owner asks to stop first (Ctrl-C during ``up``)."""
         task = asyncio.ensure_future(step)
         stopping = asyncio.ensure_future(self._stopping.wait())
@@ -316,14 +322,19 @@ class Supervisor:
 
     def _wire_pods(self, pods: Sequence[PodState]) -> None:
         """Pod-side addresses and routes, and (ebpf) pod cgroups; node and sandbox sides exist already."""
-        for pod in pods:
-            script = network.pod_script(ip=pod.ip, gateway=addressing.pod_gateway(pod.node))
-            run(["ip", "-n", pod.name, "-batch", "-"], input=script)
-            if self.cgroup is not None:
+        namespaces.wire_pods(
+            [
+                namespaces.PodAddress(netns=pod.netns, ip=pod.ip, gateway=addressing.pod_gateway(pod.node))
+                for pod in pods
+            ]
+        )
+        if self.cgroup is not None:
+            for pod in pods:
                 (self.cgroup / pod.name).mkdir()
 
     def _add_pods(self, pods: Sequence[PodState]) -> None:
         """Wire pods into a running cluster (scale-up)."""
+        namespaces.create([p.netns for p in pods])
         self.nodes.add_pods([p.link for p in pods])
         self._wire_pods(pods)
 
@@ -331,73 +342,128 @@ class Supervisor:
         """The downward-API variables every pod process gets (the echo server names itself from them)."""
         return {"POD_NAME": pod.name, "POD_IP": pod.ip, "NODE_NAME": self.node_names[pod.node]}
 
-    def _start(self, pod: PodState) -> None:
+    def _host_for(self, pod: PodState) -> echohosts.EchoHostProcess:
+        """The echo host that serves ``pod``, started if it is not running yet."""
+        own = bool(self.spec.pod_echo_args.get(pod.name))
+        name = f"pod-{pod.name}" if own else f"pods-{pod.node % self.shared_hosts}"
+        host = self.hosts.get(name)
+        if host is not None and host.alive:
+            return host
+        cgroup_procs = None
+        if self.cgroup is not None:
+            (self.cgroup / f"echo-{name}").mkdir(exist_ok=True)
+            cgroup_procs = str(self.cgroup / f"echo-{name}" / "cgroup.procs")
+        host = echohosts.EchoHostProcess.start(
+            name,
+            command=self.echo_command,
+            log=LOG_DIR / f"echo-{name}.log",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_joiner(cgroup_procs) if cgroup_procs else None,
+        )
+        self.hosts[name] = host
+        return host
+
+    async def _start_pods(self, pods: Sequence[PodState]) -> None:
+        """Start echo pods on their hosts and wait until each is ready; InvalidInput for bad echo flags."""
         spec = self.spec
-        argv = [
-            *self.echo_command,
-            "--port",
-            str(spec.target_port),
-            "--admin-port",
-            str(spec.admin_port),
-            *spec.echo_args,
-            *spec.pod_echo_args.get(pod.name, ()),
-        ]
-        cgroup_procs = str(self.cgroup / pod.name / "cgroup.procs") if self.cgroup is not None else None
-        with open(pod.log_file, "ab") as out:
-            pod.process = subprocess.Popen(
-                ["nsenter", f"--net={pod.netns}", "--", *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self.pod_env(pod), "PYTHONUNBUFFERED": "1"},
-                preexec_fn=_joiner(cgroup_procs) if cgroup_procs else None,
-            )
+        started: list[tuple[PodState, Any]] = []
+        for pod in pods:
+            pod.host = self._host_for(pod)
+            argv = [
+                "--port",
+                str(spec.target_port),
+                "--admin-port",
+                str(spec.admin_port),
+                *spec.echo_args,
+                *spec.pod_echo_args.get(pod.name, ()),
+            ]
+            message = {
+                "op": "add",
+                "pod": pod.name,
+                "netns": pod.netns,
+                "argv": argv,
+                "env": self.pod_env(pod),
+            }
+            started.append((pod, asyncio.ensure_future(pod.host.request(message, timeout=START_TIMEOUT))))
+        failure: BaseException | None = None
+        for pod, reply in started:
+            try:
+                answer = await reply
+            except (echohosts.HostGone, TimeoutError) as exc:
+                host = pod.host
+                assert host is not None
+                why = (
+                    "did not answer in time"
+                    if isinstance(exc, TimeoutError)
+                    else f"exited ({host.exit_status()})"
+                )
+                failure = failure or ClusterError(
+                    f"pod {pod.name} exited during start-up: its echo host {host.name} {why}: "
+                    f"{host.last_log_line()}"
+                )
+                continue
+            if answer.get("ok"):
+                pod.ready = bool(answer.get("ready"))
+            elif answer.get("kind") == "config":
+                failure = failure or InvalidInput(
+                    f"pod {pod.name} rejected its arguments: echo: {answer.get('error')}"
+                )
+            else:
+                failure = failure or ClusterError(f"pod {pod.name} could not listen: {answer.get('error')}")
+        if failure is not None:
+            raise failure
+        await self._wait_ready([p for p in pods if not p.ready])
+
+    def _retire_host(self, pod: PodState) -> None:
+        """A pod's own host (``echo.pods`` flags) ends with its pod; shared hosts stay."""
+        host = pod.host
+        pod.host = None
+        if host is not None and host.name == f"pod-{pod.name}":
+            host.close()
+            self.hosts.pop(host.name, None)
 
     async def _wait_ready(self, pods: Sequence[PodState]) -> None:
-        """Wait until every pod answers its readiness probe; fail fast if one exits."""
+        """Wait until every pod reports ready (a pod started --not-ready waits for /admin/ready)."""
         deadline = time.monotonic() + START_TIMEOUT
         waiting = list(pods)
         while waiting:
             if self._stopping.is_set():
                 raise ClusterError("start-up interrupted")
+            await asyncio.sleep(0.02)
+            answers = await self._readiness(waiting)
             for pod in waiting:
-                if pod.process is not None and pod.process.returncode == 2:
-                    # The echo server's "bad flag" status: the spec's echo arguments are bad input.
-                    raise InvalidInput(f"pod {pod.name} rejected its arguments: {pod.last_log_line()}")
-                if pod.process is not None and pod.process.returncode is not None:
-                    raise ClusterError(
-                        f"pod {pod.name} exited during start-up (status {pod.process.returncode}): "
-                        f"{pod.last_log_line()}"
-                    )
-            answers = await asyncio.gather(*(self._probe(p) for p in waiting))
-            for pod, answer in zip(waiting, answers, strict=True):
-                pod.ready = answer is True
+                if answers.get(pod.name) is None and not pod.served:
+                    host = pod.host
+                    status = host.exit_status() if host is not None else "no host"
+                    log_line = host.last_log_line() if host is not None else ""
+                    raise ClusterError(f"pod {pod.name} exited during start-up ({status}): {log_line}")
+                pod.ready = answers.get(pod.name) is True
             waiting = [p for p in waiting if not p.ready]
             if waiting and time.monotonic() > deadline:
                 names = ", ".join(p.name for p in waiting)
-                raise ClusterError(
-                    f"pods {names} not ready after {START_TIMEOUT:g}s; {waiting[0].name} says: "
-                    f"{waiting[0].last_log_line()}"
-                )
-            if waiting:
-                await asyncio.sleep(0.02)
+                raise ClusterError(f"pods {names} not ready after {START_TIMEOUT:g}s")
 
     # -- kubelet and kube-proxy --------------------------------------------------------------------------
 
-    async def _probe(self, pod: PodState, *, timeout: float = PROBE_TIMEOUT) -> bool | None:
-        """GET /readyz on the pod's admin port: True (200), False (another status), None (no answer)."""
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(pod.ip, self.spec.admin_port)
-                try:
-                    writer.write(b"GET /readyz HTTP/1.1\r\nHost: kubelet\r\nConnection: close\r\n\r\n")
-                    line = await reader.readline()
-                finally:
-                    writer.close()
-        except (OSError, TimeoutError):
-            return None
-        parts = line.split()
-        return len(parts) > 1 and parts[1] == b"200"
+    async def _readiness(self, pods: Sequence[PodState]) -> dict[str, bool | None]:
+        """The kubelet's readiness probe of ``pods``, one request per echo host: True (ready), False (not
+        ready), None (no answer: the pod or its host is gone, or the host is too busy to answer in time)."""
+        answers: dict[str, bool | None] = {pod.name: None for pod in pods}
+        hosts = {id(pod.host): pod.host for pod in pods if pod.host is not None and pod.host.alive}
+
+        async def ask(host: echohosts.EchoHostProcess) -> dict[str, bool]:
+            try:
+                reply = await host.request({"op": "ready"}, timeout=PROBE_TIMEOUT)
+            except (echohosts.HostGone, TimeoutError):
+                return {}
+            ready = reply.get("ready")
+            return ready if isinstance(ready, dict) else {}
+
+        for ready in await asyncio.gather(*(ask(host) for host in hosts.values())):
+            for name, value in ready.items():
+                if name in answers:
+                    answers[name] = bool(value)
+        return answers
 
     async def _probe_loop(self) -> None:
         while True:
@@ -406,12 +472,13 @@ class Supervisor:
                 async with self._lock:
                     self.dataplane.tick()
             targets = [p for p in self.pods.values() if p.role == "target" and not p.removing]
-            answers = await asyncio.gather(*(self._probe(p) for p in targets))
+            answers = await self._readiness(targets)
             async with self._lock:
                 changed = False
-                for pod, answer in zip(targets, answers, strict=True):
+                for pod in targets:
                     if pod.removing or pod.name not in self.pods:
                         continue
+                    answer = answers[pod.name]
                     pod.failures = 0 if answer is True else pod.failures + 1
                     ready = answer is True or (pod.ready and pod.failures < FAILURE_THRESHOLD)
                     if ready != pod.ready:
@@ -490,9 +557,7 @@ class Supervisor:
                 try:
                     new.extend(self._plan("target", node=node) for node in placement)
                     self._add_pods(new)
-                    for pod in new:
-                        self._start(pod)
-                    await self._wait_ready(new)
+                    await self._start_pods(new)
                 except BaseException as exc:
                     for pod in new:
                         await self._remove(pod)
@@ -552,7 +617,7 @@ class Supervisor:
 
         After a freeze the pod answers nothing more, and every response it wrote was acknowledged by its
         client, so a run's records still account for exactly the requests the servers answered."""
-        if pod.process is None or pod.process.returncode is not None:
+        if not pod.served:
             return
         try:
             status, data = await asyncio.to_thread(
@@ -588,8 +653,7 @@ class Supervisor:
         pod = self._plan("target", node=node)
         try:
             self._add_pods([pod])
-            self._start(pod)
-            await self._wait_ready([pod])
+            await self._start_pods([pod])
         except BaseException:
             await self._remove(pod)
             raise
@@ -597,11 +661,19 @@ class Supervisor:
         return pod
 
     async def _remove(self, pod: PodState) -> None:
-        """Kill every process in the pod's network namespace, then delete the namespace and its veth."""
+        """Kill the pod's echo server and every process in its network namespace, then delete the namespace
+        and its veth."""
         pod.removing = True
+        if pod.served:
+            assert pod.host is not None
+            with contextlib.suppress(echohosts.HostGone, TimeoutError):
+                reply = await pod.host.request({"op": "kill", "pod": pod.name})
+                if not reply.get("ok"):
+                    log.warning("echo host %s could not kill pod %s: %s", pod.host.name, pod.name, reply)
+            self._retire_host(pod)
+            if self.cgroup is not None:
+                remove_cgroup_tree(self.cgroup / f"echo-pod-{pod.name}")
         victims = _processes_in_netns(pod.netns)
-        if pod.process is not None and pod.process.returncode is None:
-            victims.add(pod.process.pid)
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -630,7 +702,7 @@ class Supervisor:
         if status >= 300:
             raise ClusterError(f"pod {name} refused the readiness change (HTTP {status}): {body[:200]!r}")
         deadline = time.monotonic() + 5.0
-        while await self._probe(pod) is not ready:
+        while (await self._readiness([pod]))[pod.name] is not ready:
             if time.monotonic() > deadline:
                 raise ClusterError(f"pod {name} still does not report ready={ready} after 5s")
             await asyncio.sleep(0.02)

@@ -175,7 +175,7 @@ def require_tools(dataplane: str, *tools: str) -> None:
             )
 
 
-def on_every_node(nodes: Sequence[Node], program: Callable[[Node], None]) -> None:
+def on_every_node(nodes: Sequence[Node], program: Callable[[Node], object]) -> None:
     """Run ``program`` for every node at once (UML nodes answer slowly, each on its own CPU time)."""
     if len(nodes) <= 1:
         for node in nodes:

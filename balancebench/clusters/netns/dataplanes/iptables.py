@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from balancebench.clusters.netns.addressing import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_PORT_NAME
-from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, require_tools
+from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, on_every_node, require_tools
 
 MASQUERADE_MARK = "0x4000"
 SERVICE_PORT = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:{SERVICE_PORT_NAME}"
@@ -185,8 +185,10 @@ class IptablesDataplane:
         if endpoints:
             chains |= {service_chain(), external_chain()}
         rules = restore_input(self.context, endpoints=endpoints, stale=sorted(self._chains - chains))
-        for node in self.context.nodes:
-            node.shell.run(node.shell.iptables_restore, input=rules)
+        # Each node's kube-proxy syncs on its own: all nodes at once.
+        on_every_node(
+            self.context.nodes, lambda node: node.shell.run(node.shell.iptables_restore, input=rules)
+        )
         self._chains = chains
 
     def tick(self) -> None:

@@ -20,7 +20,13 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from balancebench.clusters.netns.addressing import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_PORT_NAME
-from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, require_tools
+from balancebench.clusters.netns.dataplanes import (
+    DataplaneContext,
+    Endpoint,
+    Node,
+    on_every_node,
+    require_tools,
+)
 
 TABLE = "ip kube-proxy"
 MASQUERADE_MARK = "0x4000"
@@ -199,9 +205,14 @@ class NftablesDataplane:
         if endpoints:
             chains |= {service_chain(), external_chain()}
         stale = sorted(self._chains - chains)
-        for node in self.context.nodes:
+
+        def program(node: Node) -> None:
             rules = ruleset(self.context, node_ip=node.ip, endpoints=endpoints, stale=stale)
             node.shell.run(["nft", "-f", "-"], input=rules)
+
+        # Each node's kube-proxy syncs on its own, so all nodes at once (with 1,000 endpoints one node's
+        # transaction takes ~0.1-0.2 s: 20 nodes one after another would take seconds).
+        on_every_node(self.context.nodes, program)
         self._chains = chains
 
     def tick(self) -> None:

@@ -47,7 +47,6 @@ class HostNodes:
         """Namespaces are ready as soon as they exist."""
 
     def add_pods(self, pods: Sequence[PodLink]) -> None:
-        run(["ip", "-batch", "-"], input=network.sandbox_script(nodes=None, pods=pods))
         for index in sorted({p.node for p in pods}):
             script = network.node_script(
                 index=None, nodes=self.count, pods=[p for p in pods if p.node == index]

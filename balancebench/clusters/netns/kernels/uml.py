@@ -122,7 +122,6 @@ def sandbox_script(*, nodes: int | None, pods: Sequence[PodLink]) -> str:
             ]
     for pod in pods:
         lines += [
-            f"netns add {pod.name}",
             f"link add {pod.veth} type veth peer name eth0 netns {pod.name}",
             f"link set {pod.veth} master {pod_bridge(pod.node)} up",
         ]
