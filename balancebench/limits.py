@@ -5,7 +5,8 @@ cell at full speed fills a disk with records no report can load. Each limit here
 figure (``MemAvailable``, the open-file limit, free disk) divided by a measured cost, and every refusal
 says both numbers, so the user sees where the limit comes from:
 
-    echo pod          ECHO_POD_MB           Python echo server: 27 MB PSS idle, 40 MB RSS (measured)
+    echo pod          ECHO_POD_MB           in an echo host: ~18 KB + ~0.35 MB kernel (measured at 1,000)
+    echo host         ECHO_HOST_MB          a Python echo host process: 27 MB PSS idle, 40 MB RSS
     load generator    LOCUST_PROCESS_MB     a Locust worker or master: 82 MB PSS, 96 MB RSS (measured)
     UML node kernel   UML_NODE_MB           the mem= it boots with (ipvs nodes where the host lacks IPVS)
     record on disk    RECORD_DISK_BYTES     Parquet part: 39.6 B per record (measured, 200k records)
@@ -30,9 +31,17 @@ from pathlib import Path
 
 from balancebench.errors import InvalidInput
 
-ECHO_POD_MB = 40.0
-"""Memory one echo pod takes: 27 MB PSS idle and 40 MB RSS measured; tests/balancebench/test_limits.py
-measures a real one under load and fails if it outgrows this figure."""
+ECHO_POD_MB = 1.0
+"""Memory one echo pod takes in an echo host (clusters/netns/echohosts.py): ~18 KB in the host process and
+~0.35 MB of kernel memory (its namespace, veth pair, sockets); 1,000 pods on 20 nodes took 0.54-0.72 GB of
+MemAvailable all told (measured on a loaded machine, benchmarks/cluster_scale.py)."""
+
+ECHO_HOST_MB = 40.0
+"""Memory one echo host process takes (27 MB PSS idle, 40 MB RSS measured, as a one-pod echo process):
+tests/balancebench/test_limits.py measures a real one under load and fails if it outgrows this figure."""
+
+ECHO_HOSTS = max(1, os.cpu_count() or 1)
+"""Most shared echo host processes a cluster starts (one per node up to one per CPU)."""
 
 LOCUST_PROCESS_MB = 100.0
 """Memory one Locust process (a worker per source pod, plus the master) takes: 82 MB PSS, 96 MB RSS."""
@@ -89,7 +98,8 @@ def check_pods(
     ``adding``: the pods come on top of a running cluster (whose pods are already out of MemAvailable)."""
     machine = machine or Machine.here()
     generators = sources + 1 if sources else 0  # a worker per source pod and the master
-    fixed = generators * LOCUST_PROCESS_MB + uml_nodes * UML_NODE_MB
+    hosts = 0 if adding else min(targets, ECHO_HOSTS)  # a running cluster's hosts are already counted
+    fixed = generators * LOCUST_PROCESS_MB + uml_nodes * UML_NODE_MB + hosts * ECHO_HOST_MB
     need = targets * ECHO_POD_MB + fixed
     have = machine.mem_available_mb * MEMORY_SHARE
     if need <= have:
@@ -100,6 +110,7 @@ def check_pods(
     what += f" on {uml_nodes} UML nodes" if uml_nodes else ""
     costs = (
         f"{ECHO_POD_MB:g} MB per echo pod"
+        + (f", {ECHO_HOST_MB:g} MB per echo host process" if hosts else "")
         + (f", {LOCUST_PROCESS_MB:g} MB per load generator" if generators else "")
         + (f", {UML_NODE_MB:g} MB per UML node kernel (its mem=)" if uml_nodes else "")
     )

@@ -78,9 +78,9 @@ class ClusterConfig(_Strict):
     """Where the load runs: a provider (``auto``: the first that runs here) and the topology."""
 
     provider: str = registry.AUTO
-    nodes: int = Field(2, ge=1, le=16)
-    targets: int = Field(6, ge=1, le=64)
-    sources: int = Field(2, ge=1, le=16)
+    nodes: int = Field(2, ge=1, le=200)  # addressing.MAX_NODES
+    targets: int = Field(6, ge=1, le=10_000)  # what the machine holds is limits.py's to say
+    sources: int = Field(2, ge=1, le=200)
     node_kernel: Literal["auto", "host", "uml"] = "auto"
     """The nodes' kernel: ``auto`` runs a dataplane the host kernel lacks (ipvs) on User-Mode Linux nodes."""
 

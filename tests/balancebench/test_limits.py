@@ -41,7 +41,7 @@ def test_an_echo_pod_under_load_fits_the_measured_figure() -> None:
         finally:
             for connection in connections:
                 connection.close()
-    assert pss <= limits.ECHO_POD_MB, f"an echo pod now takes {pss:.1f} MB: raise ECHO_POD_MB"
+    assert pss <= limits.ECHO_HOST_MB, f"an echo process now takes {pss:.1f} MB: raise ECHO_HOST_MB"
 
 
 def test_a_record_on_disk_fits_the_measured_figure(tmp_path: Path) -> None:
@@ -77,13 +77,16 @@ def test_a_record_on_disk_fits_the_measured_figure(tmp_path: Path) -> None:
 
 
 def test_pods_beyond_memory_are_refused_with_the_derivation() -> None:
-    limits.check_pods(targets=60, sources=2, machine=SMALL)  # 2.4 GB + 300 MB of 3.2 GB
+    limits.check_pods(targets=1000, sources=20, machine=SMALL)  # 1 GB + 2.1 GB + hosts of 3.2 GB
     with pytest.raises(InvalidInput) as caught:
-        limits.check_pods(targets=80, sources=2, machine=SMALL)
+        limits.check_pods(targets=3000, sources=2, machine=SMALL)
     message = str(caught.value)
-    assert "80 echo pods and 3 load generators need ~3.4 GB" in message
-    assert "40 MB per echo pod, 100 MB per load generator, measured" in message
-    assert "80% of this machine's 4.0 GB MemAvailable: at most 74 echo pods fit" in message
+    hosts = limits.ECHO_HOSTS * limits.ECHO_HOST_MB
+    need = (3000 + 300 + hosts) / 1024
+    assert f"3000 echo pods and 3 load generators need ~{need:.1f} GB" in message
+    assert "1 MB per echo pod, 40 MB per echo host process, 100 MB per load generator, measured" in message
+    most = int(4096 * 0.8 - 300 - hosts)
+    assert f"80% of this machine's 4.0 GB MemAvailable: at most {most} echo pods fit" in message
 
 
 def test_users_beyond_the_open_file_limit_are_refused() -> None:
@@ -123,29 +126,29 @@ def test_uml_node_kernels_count_with_the_memory_they_boot_with() -> None:
     from balancebench.clusters.netns.kernels import uml
 
     assert f"{limits.UML_NODE_MB:g}M" == uml.MEMORY
-    limits.check_pods(targets=6, uml_nodes=4, machine=SMALL)  # 240 MB + 1 GB of 3.2 GB
+    limits.check_pods(targets=6, uml_nodes=4, machine=SMALL)  # 1 GB + hosts of 3.2 GB
     with pytest.raises(
-        InvalidInput, match=r"6 echo pods on 12 UML nodes need ~3.2 GB .* 256 MB per UML node"
+        InvalidInput, match=r"6 echo pods on 13 UML nodes need ~3.3 GB .* 256 MB per UML node"
     ):
-        limits.check_pods(targets=6, uml_nodes=12, machine=SMALL)
+        limits.check_pods(targets=6, uml_nodes=13, machine=SMALL)
 
 
 def test_a_scenario_beyond_this_machine_is_refused_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`balancebench run` of 64 echo pods on a machine seen as having 2 GB: refused with the limit named,
+    """`balancebench run` of 500 echo pods on a machine seen as having 512 MB: refused with the limit named,
     exit 2, no run directory, no cluster started."""
     from balancebench.cli import main
     from balancebench.clusters.netns import runtime
 
     scenario = tmp_path / "big.yaml"
     scenario.write_text(
-        "name: big\ncluster: {nodes: 2, targets: 64, sources: 2}\n"
+        "name: big\ncluster: {nodes: 2, targets: 500, sources: 2}\n"
         "load: {duration: 2s, warmup: 0s}\npolicies: [keepalive]\n"
     )
     own_runtime = tmp_path / "runtime"
     monkeypatch.setenv(runtime.RUNTIME_DIR_ENV, str(own_runtime))
-    small = limits.Machine(mem_available_mb=2048, open_files=limits.Machine.here().open_files)
+    small = limits.Machine(mem_available_mb=512, open_files=limits.Machine.here().open_files)
     monkeypatch.setattr(limits.Machine, "here", classmethod(lambda cls: small))
 
     code = main(["run", str(scenario), "--out", str(tmp_path / "out")])
@@ -154,7 +157,7 @@ def test_a_scenario_beyond_this_machine_is_refused_before_anything_starts(
     assert code == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     # The cluster's own check (echo pods only) or the runner's (with the load generators) may speak first.
-    assert re.search(r"64 echo pods (and 3 load generators )?need ~2\.[58] GB \(40 MB per echo pod", err), err
-    assert re.search(r"2\.0 GB MemAvailable: at most (33|40) echo pods fit", err), err
+    assert re.search(r"500 echo pods (and 3 load generators )?need ~\d+ MB \(1 MB per echo pod", err), err
+    assert re.search(r"512 MB MemAvailable: at most \d+ echo pods fit", err), err
     assert not (tmp_path / "out").exists(), "a run directory was made"
     assert not (own_runtime.exists() and list(own_runtime.glob("*"))), "a cluster was started"

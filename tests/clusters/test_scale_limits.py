@@ -105,14 +105,15 @@ def test_scale_past_the_limits_leaves_the_cluster_serving_with_its_old_pods(
 def test_scale_refuses_more_pods_than_memory_holds(
     cluster: NetnsCluster, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The memory limit with this machine's own MemAvailable seen as 1 GB: 20 echo pods (40 MB each) fit."""
+    """The memory limit with this machine's own MemAvailable seen as 128 MB: 102 more echo pods (1 MB each,
+    in the running echo hosts) fit."""
     from balancebench import limits
 
     before = cluster.status()
-    small = limits.Machine(mem_available_mb=1024, open_files=limits.Machine.here().open_files)
+    small = limits.Machine(mem_available_mb=128, open_files=limits.Machine.here().open_files)
     monkeypatch.setattr(limits.Machine, "here", classmethod(lambda cls: small))
-    assert main(["cluster", "scale", cluster.name, "--targets", "40"]) == 2
+    assert main(["cluster", "scale", cluster.name, "--targets", "200"]) == 2
     err = capsys.readouterr().err
-    assert "38 more echo pods need ~1.5 GB (40 MB per echo pod, measured)" in err, err
-    assert "1.0 GB MemAvailable: at most 20 more echo pods fit" in err, err
+    assert "198 more echo pods need ~198 MB (1 MB per echo pod, measured)" in err, err
+    assert "128 MB MemAvailable: at most 102 more echo pods fit" in err, err
     assert cluster.status() == before
