@@ -1,14 +1,10 @@
 """The largest embedded cluster this test machine allows: every pod answers as itself, a kill spares the rest.
 
-The issue asks for 1,000 target pods; at 40 MB per echo pod (balancebench/limits.py, measured) that is
-~40 GB, and each echo pod is its own Python process, so on the 2 shared cores of CI a cluster that size is
-out of reach. The size here is the smaller of ``SCALE_TARGETS`` (60 by default: 15 pods on each of 4
-nodes, measured at ~13 s to come up on an idle 2-core machine) and what this machine's MemAvailable holds;
-the reason is printed (``pytest -s``). ``BALANCEBENCH_TEST_SCALE_TARGETS=N`` asks for another size.
-
-The cluster comes up with ``STEP`` pods and is scaled out ``STEP`` at a time: each batch of echo processes
-must answer within the supervisor's start-up window (30 s), and 60 Python processes importing at once on a
-2-core machine loaded by other sessions (load ~18) did not (measured: none ready after 30 s).
+The issue asks for 1,000 target pods on 20 nodes. Echo pods are served by a few echo host processes (one per
+node up to one per CPU), each pod's sockets in its own network namespace, at ~1 MB per pod
+(balancebench/limits.py, measured): 1,000 pods came up in 6-18 s on the shared 2-core machine. The size here
+is the smaller of ``SCALE_TARGETS`` and what this machine's MemAvailable holds; the reason is printed
+(``pytest -s``). ``BALANCEBENCH_TEST_SCALE_TARGETS=N`` asks for another size. One cluster for the module.
 
 Checked: each echo pod, dialed at its own address from a source pod, answers with its own name in
 ``X-Pod-Name``; the Service reaches only ready pods; after one pod is killed, the killed one answers no
@@ -34,24 +30,25 @@ from tests.clusters.conftest import PodClient, require, unique_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-NODES = 4
-SCALE_TARGETS = 60
-STEP = 12
+NODES = 20
+SCALE_TARGETS = 1000
 
 PROBE = """
 import http.client, json, sys
 answers = {}
 for name, ip, port in json.loads(sys.argv[1]):
-    conn = http.client.HTTPConnection(ip, port, timeout=5)
-    try:
-        conn.request("GET", "/")
-        response = conn.getresponse()
-        response.read()
-        answers[name] = response.getheader("X-Pod-Name")
-    except (OSError, http.client.HTTPException) as exc:
-        answers[name] = "error " + type(exc).__name__
-    finally:
-        conn.close()
+    for attempt in range(3):  # a loaded shared machine may stall a connect; a dead pod refuses all three
+        conn = http.client.HTTPConnection(ip, port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            response.read()
+            answers[name] = response.getheader("X-Pod-Name")
+            break
+        except (OSError, http.client.HTTPException) as exc:
+            answers[name] = "error " + type(exc).__name__
+        finally:
+            conn.close()
 print(json.dumps(answers))
 """
 
@@ -60,14 +57,14 @@ def scale_size() -> tuple[int, str]:
     """How many echo pods this test brings up, and why that many."""
     asked = int(os.environ.get("BALANCEBENCH_TEST_SCALE_TARGETS", SCALE_TARGETS))
     machine = limits.Machine.here()
-    fixed = 2 * limits.LOCUST_PROCESS_MB  # room for the source pods' client processes
+    # room for the source pod's client processes and the echo host processes
+    fixed = 2 * limits.LOCUST_PROCESS_MB + limits.ECHO_HOSTS * limits.ECHO_HOST_MB
     fits = math.floor((machine.mem_available_mb * limits.MEMORY_SHARE - fixed) / limits.ECHO_POD_MB)
-    size = max(2, min(asked, fits))
+    size = max(2, min(asked, fits, NODES * 250))
     reason = (
-        f"{size} echo pods on {NODES} nodes: asked {asked} (1,000 would need ~"
-        f"{1000 * limits.ECHO_POD_MB / 1024:.0f} GB at {limits.ECHO_POD_MB:g} MB per echo pod, one Python "
-        f"process each, on {os.cpu_count()} shared cores); {fits} fit in "
-        f"{limits.MEMORY_SHARE:.0%} of {machine.mem_available_mb / 1024:.1f} GB MemAvailable"
+        f"{size} echo pods on {NODES} nodes: asked {asked}; {fits} fit in {limits.MEMORY_SHARE:.0%} of "
+        f"{machine.mem_available_mb / 1024:.1f} GB MemAvailable at {limits.ECHO_POD_MB:g} MB per echo pod "
+        f"and {limits.ECHO_HOST_MB:g} MB per echo host process"
     )
     return size, reason
 
@@ -80,13 +77,11 @@ def big_cluster() -> Iterator[NetnsCluster]:
     spec = ClusterSpec(
         name=unique_name("scale-big"),
         nodes=NODES,
-        targets=min(STEP, targets),
+        targets=targets,
         sources=1,
         dataplane="nftables",
     )
     with NetnsProvider().up(spec) as cluster:
-        while len(cluster.status().targets(ready_only=False)) < targets:
-            cluster.scale(min(targets, len(cluster.status().targets(ready_only=False)) + STEP))
         yield cluster
 
 
@@ -123,7 +118,7 @@ def test_every_pod_answers_as_itself_and_a_kill_leaves_the_others_serving(big_cl
 
     client = PodClient(big_cluster, "source-0")
     try:
-        through_service = client.pods("new", 4 * targets)
+        through_service = client.pods("new", min(4 * targets, 400))
     finally:
         client.close()
     assert victim not in through_service and "error" not in through_service, through_service
