@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import socket
 import time
 from collections.abc import Callable
@@ -102,6 +103,26 @@ def parse_base_url(base_url: str) -> tuple[str, int]:
     except ValueError:
         raise PolicyError(f"host {base_url!r} has an invalid port") from None
     return parts.hostname, port
+
+
+def dial(host: str, port: int, *, timeout: float) -> gevent.socket.socket:
+    """A connected TCP socket; an IP literal (a ClusterIP, a pod IP) is dialled without name resolution.
+
+    ``gevent.socket.create_connection`` resolves even a literal through gevent's resolver thread pool: a
+    thread hop per new connection, and a result that a greenlet killed while waiting can leave behind.
+    """
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return gevent.socket.create_connection((host, port), timeout=timeout)
+    sock = gevent.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class PolicyClient:
@@ -225,7 +246,7 @@ class PolicyClient:
         clock = self._clock
         started = clock()
         try:
-            sock = gevent.socket.create_connection((self.host, self.port), timeout=self._connect_timeout)
+            sock = dial(self.host, self.port, timeout=self._connect_timeout)
         except ConnectionRefusedError as exc:
             raise _Broken("refused", exc) from exc
         except (TimeoutError, OSError) as exc:

@@ -38,6 +38,7 @@ from loadtests.client import (
     RequestFailed,
     TlsClient,
     _Broken,
+    dial,
     error_kind_for_status,
     parse_base_url,
 )
@@ -212,7 +213,7 @@ class H2Client:
         clock = self._clock
         started = clock()
         try:
-            sock = gevent.socket.create_connection((self.host, self.port), timeout=self._connect_timeout)
+            sock = dial(self.host, self.port, timeout=self._connect_timeout)
         except (TimeoutError, OSError) as exc:
             raise _Broken("connect", exc) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
