@@ -38,6 +38,7 @@ _NLMSG_ERROR = 2
 _RTM_NEWLINK = 16
 _RTM_NEWADDR = 20
 _RTM_NEWROUTE = 24
+_RTM_NEWNEIGH = 28
 _NLM_F_REQUEST = 0x1
 _NLM_F_ACK = 0x4
 _NLM_F_EXCL = 0x200
@@ -53,6 +54,10 @@ _RTPROT_BOOT = 3
 _RT_SCOPE_UNIVERSE = 0
 _RT_SCOPE_LINK = 253
 _RTN_UNICAST = 1
+_NLM_F_REPLACE = 0x100
+_NDA_DST = 1
+_NDA_LLADDR = 2
+_NUD_PERMANENT = 0x80
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +67,8 @@ class PodAddress:
     netns: str
     ip: str
     gateway: str
+    gateway_mac: str | None = None
+    """Set: a permanent neighbour entry for the gateway (no ARP; see :mod:`network`)."""
 
 
 def _check(result: int, what: str) -> None:
@@ -185,6 +192,13 @@ class _Rtnetlink:
         what = f"route add {dst or 'default'}" + (f" via {gateway}" if gateway else " dev eth0 scope link")
         self.request(_RTM_NEWROUTE, _NLM_F_CREATE | _NLM_F_EXCL, body, what)
 
+    def add_neighbour(self, index: int, ip: str, mac: str) -> None:
+        body = struct.pack("=BxxxiHBB", socket.AF_INET, index, _NUD_PERMANENT, 0, _RTN_UNICAST)
+        body += _attr(_NDA_DST, socket.inet_aton(ip))
+        body += _attr(_NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
+        what = f"neigh replace {ip} lladdr {mac} dev eth0 nud permanent"
+        self.request(_RTM_NEWNEIGH, _NLM_F_CREATE | _NLM_F_REPLACE, body, what)
+
 
 def _wire_one(pod: PodAddress) -> None:
     netlink = _Rtnetlink()
@@ -195,6 +209,8 @@ def _wire_one(pod: PodAddress) -> None:
         netlink.link_up(eth0, "link set eth0 up")
         netlink.add_route(eth0, dst=pod.gateway, gateway=None)
         netlink.add_route(eth0, dst=None, gateway=pod.gateway)
+        if pod.gateway_mac is not None:
+            netlink.add_neighbour(eth0, pod.gateway, pod.gateway_mac)
     finally:
         netlink.close()
 

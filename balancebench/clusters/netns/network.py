@@ -11,6 +11,11 @@ Three scripts, each one ``ip`` process (so ``up`` spawns a handful of processes,
 * ``pod_script`` is what a pod gets: its /32 address and a default route via the node's gateway (applied
   over rtnetlink by :func:`namespaces.wire_pods`, a process per pod being too slow at scale).
 
+Both ends of a pod's link get fixed MAC addresses (from the pod's IP) and permanent neighbour entries for
+each other, as a CNI plugin with static ARP does: the host kernel's neighbour table is shared by every
+namespace and holds 1,024 learned entries (``gc_thresh3``), which a 1,000-pod cluster (two per pod) overflows
+("neighbor table overflow": connects to pods stalled); permanent entries do not count against it.
+
 >>> print(pod_script(ip="10.244.0.2", gateway="10.244.0.1"))
 link set lo up
 …
@@ -76,6 +81,16 @@ def sandbox_routes_script(nodes: int) -> str:
     return "\n".join(f"route add {node_pod_cidr(i)} via {node_ip(i)}" for i in range(nodes)) + "\n"
 
 
+def pod_mac(ip: str) -> str:
+    """The MAC address of a pod's eth0: locally administered, the pod's IPv4 address in its last 4 bytes."""
+    return "02:00:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))
+
+
+def gateway_mac(ip: str) -> str:
+    """The MAC address of the node's end of the pod ``ip``'s link (its pod gateway on that veth)."""
+    return "02:01:" + ":".join(f"{int(octet):02x}" for octet in ip.split("."))
+
+
 def node_script(*, index: int | None, nodes: int, pods: Sequence[PodLink]) -> str:
     """A node's script; ``index=None`` wires ``pods`` only (scale-up)."""
     lines: list[str] = []
@@ -88,10 +103,12 @@ def node_script(*, index: int | None, nodes: int, pods: Sequence[PodLink]) -> st
         lines += [f"route add {node_pod_cidr(i)} via {node_ip(i)}" for i in range(nodes) if i != index]
     for pod in pods:
         lines += [
-            f"link add {pod.veth} type veth peer name eth0 netns {pod.name}",
+            f"link add {pod.veth} address {gateway_mac(pod.ip)} type veth"
+            f" peer name eth0 address {pod_mac(pod.ip)} netns {pod.name}",
             f"addr add {pod_gateway(pod.node)}/32 dev {pod.veth}",
             f"link set {pod.veth} up",
             f"route add {pod.ip}/32 dev {pod.veth} scope link",
+            f"neigh replace {pod.ip} lladdr {pod_mac(pod.ip)} dev {pod.veth} nud permanent",
         ]
     return "\n".join(lines) + "\n"
 
@@ -103,4 +120,5 @@ def pod_script(*, ip: str, gateway: str) -> str:
         "link set eth0 up\n"
         f"route add {gateway} dev eth0 scope link\n"
         f"route add default via {gateway} dev eth0\n"
+        f"neigh replace {gateway} lladdr {gateway_mac(ip)} dev eth0 nud permanent\n"
     )

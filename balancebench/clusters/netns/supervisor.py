@@ -322,9 +322,15 @@ class Supervisor:
 
     def _wire_pods(self, pods: Sequence[PodState]) -> None:
         """Pod-side addresses and routes, and (ebpf) pod cgroups; node and sandbox sides exist already."""
+        static = self.nodes.kernel == "host"  # host nodes give a pod's link fixed MACs (network.node_script)
         namespaces.wire_pods(
             [
-                namespaces.PodAddress(netns=pod.netns, ip=pod.ip, gateway=addressing.pod_gateway(pod.node))
+                namespaces.PodAddress(
+                    netns=pod.netns,
+                    ip=pod.ip,
+                    gateway=addressing.pod_gateway(pod.node),
+                    gateway_mac=network.gateway_mac(pod.ip) if static else None,
+                )
                 for pod in pods
             ]
         )
