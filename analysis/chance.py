@@ -17,12 +17,22 @@ range come from a seeded simulation: the same numbers on every run. With ``weigh
 each connection) the simulation keeps the measured connections and only redraws their pods: what chance
 predicts for the requests of *these* connections, so a pool that puts most requests on one connection is
 not mistaken for a bad dataplane. The range is the central ``RANGE`` of the distribution.
+
+The simulation's cost does not grow with C. Up to ``EXACT_CONNECTIONS`` connections every one of them is
+placed, ``TRIALS`` times. Beyond, ``LARGE_TRIALS`` placements: equal weights draw the per-pod connection
+counts from their multinomial directly (exact, O(P) per trial, cached per (C, P)); unequal weights place the
+``HEAVY_CONNECTIONS`` busiest connections one by one and add the rest as their multinomial's normal limit
+(mean Σw/P per pod, covariance Σw²·(I/P − 11ᵀ/P²)): each of those carries at most the lightest placed
+connection's load, so the per-pod sums of thousands of them are normal to well under the range's width.
+The expectation's Monte-Carlo standard error (sd/√trials, ``Expectation.standard_error``) is below 0.001
+of Jain's index for C > ``EXACT_CONNECTIONS`` and P ≤ 1,000.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -38,6 +48,15 @@ CELLS_PER_CHUNK = 4_000_000
 """Connection placements simulated per numpy chunk, to bound memory for cells with 100k+ connections."""
 
 MIN_TRIALS = 200
+
+EXACT_CONNECTIONS = 5_000
+"""Up to this many connections the simulation places every connection (``TRIALS`` times)."""
+
+LARGE_TRIALS = 1_000
+"""Placements simulated beyond ``EXACT_CONNECTIONS`` connections (per-pod sums, not one per connection)."""
+
+HEAVY_CONNECTIONS = 2_048
+"""Beyond ``EXACT_CONNECTIONS`` unequal connections: these busiest placed one by one, the rest summed."""
 
 SEED = 16
 """The simulation's fixed seed: a report rendered twice says the same thing."""
@@ -57,6 +76,8 @@ class Expectation:
     high: float
     exact: bool
     """True when ``expected`` comes from a closed form, not from the simulation."""
+    standard_error: float = 0.0
+    """Monte-Carlo standard error of ``expected`` (sd / √trials); 0 when exact."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,8 +189,16 @@ def chance_baseline(
             ),
             trials=0,
         )
-    n = trials if trials is not None else max(MIN_TRIALS, min(TRIALS, 20_000_000 // connections))
-    jain, max_mean = simulate(w, pods, trials=n, rng=np.random.default_rng(seed))
+    if connections > EXACT_CONNECTIONS and trials is None:
+        equal = weights is None or bool(np.all(w == w[0]))
+        if equal:
+            return replace(_equal_weights_baseline(connections, pods, seed), effective_connections=effective)
+        rng = np.random.default_rng(seed)
+        jain, max_mean = simulate_large(w, pods, trials=LARGE_TRIALS, rng=rng)
+        n = LARGE_TRIALS
+    else:
+        n = trials if trials is not None else max(MIN_TRIALS, min(TRIALS, 20_000_000 // connections))
+        jain, max_mean = simulate(w, pods, trials=n, rng=np.random.default_rng(seed))
     return ChanceBaseline(
         connections=connections,
         pods=pods,
@@ -179,6 +208,58 @@ def chance_baseline(
         max_mean=_expectation(max_mean),
         trials=n,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _equal_weights_baseline(connections: int, pods: int, seed: int) -> ChanceBaseline:
+    """C equally loaded connections over P pods (C > EXACT_CONNECTIONS): per-pod counts drawn directly."""
+    used_p = pods_used_distribution(connections, pods)
+    counts = np.random.default_rng(seed).multinomial(
+        connections, np.full(pods, 1.0 / pods), size=LARGE_TRIALS
+    )
+    jain, max_mean = _spread(np.asarray(counts, dtype=np.float64), float(connections), pods)
+    return ChanceBaseline(
+        connections=connections,
+        pods=pods,
+        effective_connections=float(connections),
+        pods_used=Expectation(
+            expected=expected_pods_used(connections, pods),
+            low=float(_quantile(used_p, RANGE[0])),
+            high=float(_quantile(used_p, RANGE[1])),
+            exact=True,
+        ),
+        jain=_expectation(jain),
+        max_mean=_expectation(max_mean),
+        trials=LARGE_TRIALS,
+    )
+
+
+def simulate_large(
+    weights: npt.NDArray[np.float64], pods: int, *, trials: int, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Like :func:`simulate` for many unequal connections: the ``HEAVY_CONNECTIONS`` busiest placed one by
+    one, the per-pod sums of the rest drawn from their normal limit (see the module docstring)."""
+    order = np.argsort(weights)[::-1]
+    heavy, light = weights[order[:HEAVY_CONNECTIONS]], weights[order[HEAVY_CONNECTIONS:]]
+    total = float(weights.sum())
+    placed = rng.integers(0, pods, size=(trials, heavy.size)) + (np.arange(trials) * pods)[:, None]
+    loads: npt.NDArray[np.float64] = np.bincount(
+        placed.ravel(), weights=np.tile(heavy, trials), minlength=trials * pods
+    ).reshape(trials, pods)
+    if light.size:
+        noise = rng.standard_normal((trials, pods))
+        noise -= noise.mean(axis=1, keepdims=True)
+        loads += float(light.sum()) / pods + np.sqrt(float(np.square(light).sum()) / pods) * noise
+    return _spread(loads, total, pods)
+
+
+def _spread(
+    loads: npt.NDArray[np.float64], total: float, pods: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Jain's index and max/mean of each row of per-pod loads."""
+    jain: npt.NDArray[np.float64] = total * total / (pods * np.square(loads).sum(axis=1))
+    max_mean: npt.NDArray[np.float64] = loads.max(axis=1) / (total / pods)
+    return jain, max_mean
 
 
 def simulate(
@@ -203,7 +284,13 @@ def simulate(
 
 def _expectation(values: npt.NDArray[np.float64]) -> Expectation:
     low, high = np.quantile(values, RANGE)
-    return Expectation(expected=float(values.mean()), low=float(low), high=float(high), exact=False)
+    return Expectation(
+        expected=float(values.mean()),
+        low=float(low),
+        high=float(high),
+        exact=False,
+        standard_error=float(values.std() / np.sqrt(values.size)),
+    )
 
 
 def _quantile(p: npt.NDArray[np.float64], q: float) -> int:

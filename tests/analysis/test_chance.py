@@ -11,10 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.chance import (
+    EXACT_CONNECTIONS,
+    LARGE_TRIALS,
     chance_baseline,
     expected_pods_used,
     pods_used_distribution,
     simulate,
+    simulate_large,
 )
 
 
@@ -132,3 +135,40 @@ def test_simulated_jain_agrees_with_the_exact_sum_of_squares(connections: int, p
     baseline = chance_baseline(connections=connections, pods=pods, seed=seed)
     inside = (jain >= baseline.jain.low - 1e-9) & (jain <= baseline.jain.high + 1e-9)
     assert inside.mean() >= 0.85  # another seed's placements mostly fall in the stated range
+
+
+@pytest.mark.parametrize(
+    ("name", "pods"),
+    [("equal", 6), ("equal", 50), ("pareto", 6), ("one heavy", 6), ("two sizes", 10)],
+)
+def test_many_connections_agree_with_placing_every_one(name: str, pods: int) -> None:
+    # Beyond EXACT_CONNECTIONS the baseline draws per-pod sums; placing every connection gives the same.
+    rng = np.random.default_rng(5)
+    connections = 3 * EXACT_CONNECTIONS
+    weights = {
+        "equal": np.full(connections, 7.0),
+        "pareto": rng.pareto(1.5, size=connections) + 1.0,
+        "one heavy": np.concatenate([[50_000.0], np.ones(connections - 1)]),
+        "two sizes": np.where(np.arange(connections) % 10 == 0, 100.0, 1.0),
+    }[name]
+    baseline = chance_baseline(connections=connections, pods=pods, weights=weights)
+    assert baseline.trials == LARGE_TRIALS
+    jain, max_mean = simulate(weights, pods, trials=600, rng=np.random.default_rng(99))
+    spread = float(np.quantile(jain, 0.95) - np.quantile(jain, 0.05))
+    assert baseline.jain.expected == pytest.approx(jain.mean(), abs=max(0.1 * spread, 1e-9))
+    assert baseline.jain.low == pytest.approx(np.quantile(jain, 0.05), abs=0.15 * spread + 1e-9)
+    assert baseline.jain.high == pytest.approx(np.quantile(jain, 0.95), abs=0.15 * spread + 1e-9)
+    assert baseline.max_mean.expected == pytest.approx(max_mean.mean(), rel=0.01)
+    assert 0 < baseline.jain.standard_error < 0.05 * spread
+    assert chance_baseline(connections=connections, pods=pods, weights=weights) == baseline  # seeded
+
+
+def test_many_unequal_connections_keep_the_heavy_ones_exact() -> None:
+    # Two connections carry almost everything: the spread is theirs, whatever the 20,000 light ones do.
+    weights = np.concatenate([[1e6, 1e6], np.ones(20_000)])
+    jain, _ = simulate_large(weights, 4, trials=2000, rng=np.random.default_rng(1))
+    # Both on one pod (p = 1/4, Jain 1/4) or on two (Jain 1/2); the light 1 % moves either a little.
+    together = np.abs(jain - 1 / 4) < 0.02
+    apart = np.abs(jain - 1 / 2) < 0.02
+    assert np.all(together | apart)
+    assert together.mean() == pytest.approx(0.25, abs=0.04)
