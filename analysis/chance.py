@@ -243,9 +243,11 @@ def simulate_large(
     heavy, light = weights[order[:HEAVY_CONNECTIONS]], weights[order[HEAVY_CONNECTIONS:]]
     total = float(weights.sum())
     placed = rng.integers(0, pods, size=(trials, heavy.size)) + (np.arange(trials) * pods)[:, None]
-    loads: npt.NDArray[np.float64] = np.bincount(
-        placed.ravel(), weights=np.tile(heavy, trials), minlength=trials * pods
-    ).reshape(trials, pods)
+    loads: npt.NDArray[np.float64] = (
+        np.bincount(placed.ravel(), weights=np.tile(heavy, trials), minlength=trials * pods)
+        .reshape(trials, pods)
+        .astype(np.float64, copy=False)
+    )
     if light.size:
         noise = rng.standard_normal((trials, pods))
         noise -= noise.mean(axis=1, keepdims=True)
