@@ -13,7 +13,7 @@ DataFrame with categorical string columns, for exploring a run by hand.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,77 @@ def read_columns(run_dir: str | os.PathLike[str]) -> RecordColumns:
         builder.add(table, source=f"records file {path}")
         del table
     return builder.finish()
+
+
+@dataclass(frozen=True)
+class CellIndex:
+    """Which part files hold which cells, and how many rows: read from the ``cell`` column alone."""
+
+    files: tuple[Path, ...]
+    counts: tuple[Mapping[str, int], ...]
+    """Rows per cell id, one mapping per file."""
+    cells: tuple[str, ...]
+    """Every cell id the records name, in order of first appearance (as :func:`read_columns` names them)."""
+
+    def rows(self, cell_id: str) -> int:
+        return sum(counts.get(cell_id, 0) for counts in self.counts)
+
+
+def index_cells(run_dir: str | os.PathLike[str]) -> CellIndex:
+    """Rows per cell per part file, reading only the dictionary-encoded ``cell`` column (cheap)."""
+    files = record_files(run_dir)
+    counts: list[dict[str, int]] = []
+    seen: dict[str, None] = {}
+    for path in files:
+        try:
+            column = pq.read_table(path, columns=["cell"], read_dictionary=["cell"]).column("cell")
+        except (OSError, pa.ArrowException, KeyError) as exc:
+            raise AnalysisError(
+                f"records file {path} is not readable Parquet ({exc}): move it out of records/ or re-run"
+            ) from exc
+        mine: dict[str, int] = {}
+        for chunk in column.chunks:
+            encoded = chunk if isinstance(chunk, pa.DictionaryArray) else chunk.dictionary_encode()
+            names = [str(v) for v in encoded.dictionary.to_pylist()]
+            indices = encoded.indices.drop_null().to_numpy(zero_copy_only=False)
+            for name, count in zip(names, np.bincount(indices, minlength=len(names)), strict=True):
+                seen.setdefault(name, None)
+                if count:
+                    mine[name] = mine.get(name, 0) + int(count)
+        counts.append(mine)
+    return CellIndex(files=tuple(files), counts=tuple(counts), cells=tuple(seen))
+
+
+def iter_cell_columns(index: CellIndex, batches: Sequence[Sequence[str]]) -> Iterator[RecordColumns]:
+    """For each batch of cell ids, the records of just those cells as :class:`RecordColumns`.
+
+    Only the part files holding a batch's cells are read (a file holding other cells too is filtered), one
+    at a time into the batch's final arrays: memory is one batch's rows, not the run's."""
+    for batch in batches:
+        wanted = set(batch)
+        sizes = [sum(n for cell, n in counts.items() if cell in wanted) for counts in index.counts]
+        builder = _Builder(sum(sizes))
+        for path, size in zip(index.files, sizes, strict=True):
+            if not size:
+                continue
+            table = _read_part(path)
+            if size != table.num_rows:
+                table = table.filter(_cells_mask(table.column("cell"), wanted))
+            if table.num_rows != size:
+                raise AnalysisError(f"records file {path} changed while it was read: re-run the report")
+            builder.add(table, source=f"records file {path}")
+            del table
+        yield builder.finish()
+
+
+def _cells_mask(column: pa.ChunkedArray, wanted: set[str]) -> pa.ChunkedArray:
+    chunks = []
+    for chunk in column.chunks:
+        encoded = chunk if isinstance(chunk, pa.DictionaryArray) else chunk.dictionary_encode()
+        keep = np.array([str(v) in wanted for v in encoded.dictionary.to_pylist()] + [False])
+        indices = encoded.indices.fill_null(len(encoded.dictionary)).to_numpy(zero_copy_only=False)
+        chunks.append(pa.array(keep[indices]))
+    return pa.chunked_array(chunks, type=pa.bool_())
 
 
 def read_records(run_dir: str | os.PathLike[str]) -> pd.DataFrame:

@@ -31,10 +31,10 @@ from plotly.offline import get_plotlyjs
 from analysis.errors import AnalysisError
 from analysis.events import event_lines
 from analysis.explain import CONNECTION_COLUMNS, connection_rows, explain_lines
-from analysis.loading import read_columns
 from analysis.manifest import Run, load_run, run_path, write_json_atomically, write_text_atomically
-from analysis.metrics import SPECTRUM_PERCENTILES, CellMetrics, compute_run
+from analysis.metrics import SPECTRUM_PERCENTILES, CellMetrics
 from analysis.records import RECORDS_DIR
+from analysis.streaming import stream_run
 from analysis.summary import (
     MARKDOWN_FILE,
     POD_COLUMNS,
@@ -96,7 +96,7 @@ def analyse_run(run_dir: str | os.PathLike[str]) -> tuple[Run, list[CellMetrics]
     >>> run, cells, summary = analyse_run("results/seed-20261124")   # doctest: +SKIP
     """
     run = load_run(run_dir)
-    cells = compute_run(run, read_columns(run_dir))
+    cells = stream_run(run, run_dir)
     return run, cells, build_summary(run, cells)
 
 
@@ -137,8 +137,7 @@ def run_summary(path: str | os.PathLike[str]) -> Summary:
     directory = run_path(source)
     if (directory / SUMMARY_FILE).is_file():
         return load_summary(directory / SUMMARY_FILE)
-    run = load_run(directory)
-    return build_summary(run, compute_run(run, read_columns(directory)))
+    return analyse_run(directory)[2]
 
 
 def render_html(summary: Mapping[str, Any], cells: Sequence[CellMetrics]) -> str:
