@@ -55,7 +55,7 @@ def test_every_kind_parses_and_plans(tmp_path: Path) -> None:
     [
         ("  - {at: 9s, scale: 9}\n", "events[0] (scale to 9 at 9s): is outside the cell, which lasts 8s"),
         ("  - {at: 2s, kill: echo-6}\n", "events[0] (kill echo-6 at 2s): no pod 'echo-6' at that time"),
-        ("  - {at: 2s, scale: 500}\n", "500 echo pods is more than this machine holds (at most 64)"),
+        ("  - {at: 2s, scale: 20000}\n", "20000 echo pods is more than this machine holds (at most 10000)"),
         ("  - {at: 2s, scale: 6}\n", "this scale changes nothing"),
         (
             "  - {at: 2s, kill: echo-1}\n  - {at: 2s, slow: {pod: echo-1, latency: 5ms}}\n",
@@ -115,8 +115,8 @@ def test_the_peak_of_pods_over_the_timeline_is_what_the_machine_must_hold(
     scenario = load_scenario(path)
     assert peak_targets(scenario.events, targets=6, max_targets=64) == (40, "events[0] (scale to 40 at 1s)")
     check_capacity(scenario, tmp_path / "run")  # 40 echo pods fit in this machine's memory
-    # A machine with room for about 20 echo pods: the scale to 40 is refused, naming the event.
-    small = limits.Machine(mem_available_mb=1400, open_files=65536)
+    # A machine with room for about 20 echo pods and the load generators: the scale to 40 is refused, naming the event.
+    small = limits.Machine(mem_available_mb=500, open_files=65536)
     monkeypatch.setattr(limits.Machine, "here", classmethod(lambda cls: small))
     with pytest.raises(InvalidInput) as info:
         check_capacity(scenario, tmp_path / "run")

@@ -47,7 +47,7 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import GoAwayFrame
 
-from workloads.echo.protocol import unacknowledged_bytes
+from workloads.echo.sendqueue import unacknowledged_bytes
 
 if TYPE_CHECKING:
     from workloads.echo.protocol import EchoState

@@ -15,15 +15,11 @@ Responses leave in request order even when injected latency differs per request 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import itertools
 import json
 import logging
 import random
 import socket
-import struct
-import termios
 import time
 from collections import deque
 from typing import Any, Protocol, cast
@@ -32,6 +28,7 @@ from aiohttp.http import HttpProcessingError, HttpRequestParser, HttpVersion10, 
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from workloads.echo.config import ConnectionPolicy, Faults, Identity
+from workloads.echo.sendqueue import unacknowledged_bytes
 from workloads.echo.stats import EchoStats
 
 access_log = logging.getLogger("workloads.echo.access")
@@ -110,19 +107,6 @@ def _burn_cpu(milliseconds: float) -> None:
     end = time.thread_time() + milliseconds / 1000.0
     while time.thread_time() < end:
         pass
-
-
-def unacknowledged_bytes(transport: asyncio.Transport | None) -> int:
-    """Bytes written on ``transport`` but not yet acknowledged by the peer: asyncio's buffer plus the
-    kernel's send queue (``TIOCOUTQ``), for HTTP/1.1 and HTTP/2 connections alike (freeze waits for 0)."""
-    if transport is None:
-        return 0
-    queued = transport.get_write_buffer_size()
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        with contextlib.suppress(OSError):
-            queued += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-    return queued
 
 
 def _address(peer: Any) -> str:
