@@ -549,6 +549,7 @@ footer {{ padding: 12px 32px 24px; font-size: 12px; color: #777; }}
 # Draws the plots in view first (``window.balancebenchReport.ready`` once they are), then the others one
 # at a time while the browser is idle, and a plot scrolled to before its turn at once (``complete`` when
 # all are drawn): a 100-cell report holds ~400 plots, and drawing them all before the page shows is slow.
+# ``report.html?all`` draws them all at once.
 _LOADER = """
 (function () {
   var report = window.balancebenchReport = {ready: false, complete: false, drawn: 0, total: 0};
@@ -590,7 +591,9 @@ _LOADER = """
     order.forEach(function (div) { observer.observe(div); });
   }
   window.addEventListener("beforeprint", report.drawAll);
-  Promise.all(order.filter(inView).map(draw)).then(function () {
+  // report.html?all draws every plot at once (screenshots, a headless browser's --dump-dom)
+  var first = /[?&]all(&|=|$)/.test(window.location.search) ? order : order.filter(inView);
+  Promise.all(first.map(draw)).then(function () {
     report.ready = true;
     drawRest(0);
   });

@@ -124,7 +124,9 @@ def test_report_renders_its_charts_in_headless_chromium_offline(run_dir: Path, t
     page = write_report(run_dir).report_html
     summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     screenshot = tmp_path / "report.png"
-    dom = _chromium([f"--screenshot={screenshot}", "--dump-dom", page.as_uri()], tmp_path / "profile")
+    # ?all: every plot at once (the page otherwise draws off-screen plots when the browser is idle)
+    url = page.as_uri() + "?all"
+    dom = _chromium([f"--screenshot={screenshot}", "--dump-dom", url], tmp_path / "profile")
 
     figure_ids = ["overview-jain"]
     for entry in summary["cells"]:
