@@ -115,7 +115,7 @@ def test_the_peak_of_pods_over_the_timeline_is_what_the_machine_must_hold(
     scenario = load_scenario(path)
     assert peak_targets(scenario.events, targets=6, max_targets=64) == (40, "events[0] (scale to 40 at 1s)")
     check_capacity(scenario, tmp_path / "run")  # 40 echo pods fit in this machine's memory
-    # A machine with room for about 20 echo pods and the load generators: the scale to 40 is refused, naming the event.
+    # Room for the load generators and about 20 echo pods: the scale to 40 is refused, naming the event.
     small = limits.Machine(mem_available_mb=500, open_files=65536)
     monkeypatch.setattr(limits.Machine, "here", classmethod(lambda cls: small))
     with pytest.raises(InvalidInput) as info:
