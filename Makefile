@@ -24,7 +24,7 @@ bench-kind: setup
 	  *) echo "usage: make bench-kind PROXY=iptables|ipvs|ipvs:SCHED|nftables|cilium [OUT=dir]" >&2; exit 2;; esac
 	$(BB) run $(KIND_SCENARIO) --provider kind --set 'dataplanes=[$(PROXY)]' $(if $(OUT),--out $(OUT))
 
-# One bounded run (<= 10 min) printing the harness's performance as ratios: PERF_ARGS='--big' adds 100 M records.
+# One bounded run (<= 10 min) printing the harness's performance as ratios; PERF_ARGS=--quick for a short one.
 perf: setup
 	$(PY) -m benchmarks.run_all $(PERF_ARGS)
 

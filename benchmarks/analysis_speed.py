@@ -1,6 +1,6 @@
 """How fast the analysis is at scale: records → summary at 1 M / 10 M / 100 M rows, and a 100-cell report.
 
-Functions for ``benchmarks/run_all.py`` (``make perf``); each returns :class:`BenchRow` rows
+Functions for ``benchmarks/run_all.py`` (``make perf``); each returns :class:`Row` rows
 (``what``, ``value``, ``unit``, ``note`` — the shape of run_all's own ``Row``):
 
 - :func:`analysis_rows` ``(sizes=ANALYSIS_SIZES, workdir=None)``: for each size, a synthetic run (9 cells:
@@ -33,7 +33,9 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
+
+from benchmarks.table import Row, format_rows
 
 ANALYSIS_SIZES: tuple[int, ...] = (1_000_000, 10_000_000, 100_000_000)
 GOAL_ROWS = 100_000_000
@@ -55,15 +57,6 @@ print(json.dumps({"seconds": analysed - started, "render_s": rendered - analysed
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "html_kb": len(page.encode()) / 1024, "cells": len(cells)}))
 """
-
-
-class BenchRow(NamedTuple):
-    """One line of ``make perf``'s table."""
-
-    what: str
-    value: float | None
-    unit: str
-    note: str = ""
 
 
 def measure_analysis(rows: int, workdir: Path, *, parts_per_cell: int = 4) -> dict[str, Any]:
@@ -93,31 +86,31 @@ def measure_analysis(rows: int, workdir: Path, *, parts_per_cell: int = 4) -> di
     return {**result, "rows": rows, "generated_s": generated, "parquet_mb": parquet_mb}
 
 
-def analysis_rows(sizes: Sequence[int] = ANALYSIS_SIZES, workdir: Path | None = None) -> list[BenchRow]:
+def analysis_rows(sizes: Sequence[int] = ANALYSIS_SIZES, workdir: Path | None = None) -> list[Row]:
     """Three rows per size: analysis seconds, peak RSS (GB), render seconds (see the module docstring)."""
-    rows: list[BenchRow] = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="balancebench-analysis-", dir=workdir) as tmp:
         for size in sizes:
             try:
                 result = measure_analysis(size, Path(tmp))
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                rows.append(BenchRow(f"analysis of {size:,} records", None, "s", f"failed: {exc}"))
+                rows.append(Row(f"analysis of {size:,} records", None, "s", f"failed: {exc}"))
                 continue
             goal = size >= GOAL_ROWS
             rows += [
-                BenchRow(
+                Row(
                     f"analysis (read + metrics + summary), {size:,} records, {result['cells']} cells",
                     result["seconds"],
                     "s",
                     f"goal <= {GOAL_SECONDS:g} s" if goal else "",
                 ),
-                BenchRow(
+                Row(
                     f"analysis peak RSS, {size:,} records",
                     result["peak_mb"] / 1024,
                     "GB",
                     f"goal <= {GOAL_PEAK_GB:g} GB" if goal else "",
                 ),
-                BenchRow(
+                Row(
                     f"report render (render_html, {result['html_kb']:.0f} KB), {size:,} records",
                     result["render_s"],
                     "s",
@@ -175,14 +168,14 @@ def measure_report_open(cells: int = REPORT_CELLS, workdir: Path | None = None) 
     return {"cells": cells, "render_s": render_s, "open_s": open_s, "html_kb": html_kb, "why": why}
 
 
-def report_open_rows(cells: int = REPORT_CELLS, workdir: Path | None = None) -> list[BenchRow]:
+def report_open_rows(cells: int = REPORT_CELLS, workdir: Path | None = None) -> list[Row]:
     """Two rows: the ``cells``-cell report's render seconds and its open seconds in Chromium (goal ≤ 5 s)."""
     result = measure_report_open(cells, workdir)
     return [
-        BenchRow(
+        Row(
             f"report render (render_html, {result['html_kb']:.0f} KB), {cells} cells", result["render_s"], "s"
         ),
-        BenchRow(
+        Row(
             f"report open in headless Chromium until its plots are drawn, {cells} cells",
             result["open_s"],
             "s",
@@ -214,9 +207,7 @@ def main() -> int:
     rows = analysis_rows(args.rows or ANALYSIS_SIZES)
     if not args.no_browser:
         rows += report_open_rows(args.cells)
-    for row in rows:
-        value = "–" if row.value is None else f"{row.value:,.2f}"
-        print(f"{row.what:<88} {value:>9} {row.unit:<3} {row.note}")
+    print(format_rows(rows))
     return 0
 
 

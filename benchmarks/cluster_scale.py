@@ -1,7 +1,7 @@
 """The embedded cluster at scale: up/down time and memory, dataplane sync time, reconnect cost per dataplane.
 
 Functions for ``benchmarks/run_all.py`` (``make perf``); each returns a list of :class:`Row` (``what``,
-``value``, ``unit``, ``note``: the fields of ``run_all.Row``), and none leaves anything behind:
+``value``, ``unit``, ``note``: ``benchmarks.table.Row``), and none leaves anything behind:
 
 - ``lifecycle_rows(sizes=(SMALL, LARGE), dataplane="nftables")``: per size, ``cluster up`` until every echo
   pod answers and the endpoints are programmed (s), the cluster's memory once up (GB: the sum of PSS of every
@@ -40,16 +40,7 @@ from balancebench.clusters.base import DATAPLANES, ClusterSpec
 from balancebench.clusters.netns import NetnsCluster, NetnsProvider, runtime
 from balancebench.clusters.netns.provider import check_machine
 from balancebench.errors import BalancebenchError, MissingFeature
-
-
-@dataclass
-class Row:
-    """One line of the table: the fields of ``benchmarks.run_all.Row``."""
-
-    what: str
-    value: float | None
-    unit: str
-    note: str = ""
+from benchmarks.table import Row, format_rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -294,21 +285,6 @@ def all_rows(*, quick: bool = False) -> list[Row]:
         *sync_rows(200 if quick else 1000),
         *reconnect_rows(2 if quick else 3),
     ]
-
-
-def format_rows(rows: Sequence[Row]) -> str:
-    """The rows as an aligned text table."""
-    width = max((len(row.what) for row in rows), default=0)
-    lines = []
-    for row in rows:
-        if row.value is None:
-            value = "–"
-        elif row.unit in ("s", "GB", "x"):
-            value = f"{row.value:,.2f}"
-        else:
-            value = f"{row.value:,.0f}"
-        lines.append(f"{row.what:<{width}}  {value:>10} {row.unit:<5}  {row.note}".rstrip())
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

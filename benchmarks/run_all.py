@@ -9,21 +9,23 @@ One embedded (netns) cluster is brought up once (2 nodes, 6 echo pods, 2 source 
   saying so), 10 connections, kept alive and with a new connection per request;
 - echo capacity against one Locust process: wrk and the bare FastHttpUser aimed at one echo pod.
 
-Then the analysis on synthetic runs (``analysis.synthetic``, 9 cells as in ``analysis_speed.py``) at each
-``--rows`` size, in a fresh process per size: read + metrics time, report render time (``render_html``)
-and the child's peak RSS. 100 M records only with ``--big`` (it needs ~12 GB and minutes).
+Then, from ``cluster_scale``: ``cluster up``/``down`` time and memory at 6 and at 1,000 echo pods (20
+nodes), one node's dataplane sync at 1,000 endpoints per dataplane (ipvs on User-Mode Linux nodes when
+the host has no IPVS), and the reconnect cost (wrk kept alive / new connection per request) per dataplane
+and node kernel. Then, from ``analysis_speed``: the analysis (streamed, a batch of cells at a time) of
+synthetic runs of 1 M, 10 M and 100 M records, each in a fresh process (time, peak RSS, render time), and
+a 100-cell report opened in headless Chromium until its plots are drawn.
 
-Bounded: a load run stops after ``--seconds``; with the defaults the whole run takes ~3-6 minutes.
+Bounded: every load run stops after ``--seconds``; with the defaults the whole run takes ≤ 10 minutes.
 
-    .venv/bin/python benchmarks/run_all.py                            # make perf
-    .venv/bin/python benchmarks/run_all.py --seconds 3 --rows 200000  # quicker
-    .venv/bin/python benchmarks/run_all.py --big                      # adds 100 M records
+    .venv/bin/python -m benchmarks.run_all                             # make perf
+    .venv/bin/python -m benchmarks.run_all --quick                     # small cluster, 1 M and 10 M records
+    .venv/bin/python -m benchmarks.run_all --no-load --rows 2000000    # analysis only
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -33,14 +35,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import analysis_speed, cluster_scale
 from benchmarks.recording_overhead import run_variant
+from benchmarks.table import Row, format_rows
 
 CONNECTIONS = 10
-DEFAULT_ROWS = (1_000_000, 10_000_000)
-BIG_ROWS = 100_000_000
+DEFAULT_ROWS = (1_000_000, 10_000_000, 100_000_000)
 GOALS = {
     "recording vs bare": 0.9,
     "recording vs wrk": 0.3,
@@ -48,33 +50,6 @@ GOALS = {
     "analysis seconds at 100 M": 60.0,
     "analysis peak GB at 100 M": 4.0,
 }
-
-ANALYSIS_CHILD = """
-import json, resource, sys, time
-from analysis.loading import read_columns
-from analysis.manifest import load_run
-from analysis.metrics import compute_run
-from analysis.summary import build_summary
-from analysis.report import render_html
-started = time.perf_counter()
-run = load_run(sys.argv[1])
-cells = compute_run(run, read_columns(sys.argv[1]))
-summary = build_summary(run, cells)
-analysed = time.perf_counter()
-page = render_html(summary, cells)
-rendered = time.perf_counter()
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"analysis_s": analysed - started, "render_s": rendered - analysed, "peak_mb": peak_mb,
-                  "html_kb": len(page.encode()) / 1024, "cells": len(cells)}))
-"""
-
-
-@dataclass
-class Row:
-    what: str
-    value: float | None
-    unit: str
-    note: str = ""
 
 
 def _rate(pattern: str, output: str) -> float | None:
@@ -180,51 +155,6 @@ def load_rows(args: argparse.Namespace, work: Path) -> list[Row]:
     return rows
 
 
-def analysis_rows(sizes: list[int], work: Path) -> list[Row]:
-    from analysis.synthetic import write_synthetic_run
-
-    rows: list[Row] = []
-    for size in sizes:
-        run_dir = work / f"run-{size}"
-        write_synthetic_run(run_dir, rows=size, parts_per_cell=4)
-        child = subprocess.run(
-            [sys.executable, "-c", ANALYSIS_CHILD, str(run_dir)],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
-        shutil.rmtree(run_dir)
-        if child.returncode != 0:
-            rows.append(Row(f"analysis of {size:,} records", None, "s", f"failed: {child.stderr[-200:]}"))
-            continue
-        result = json.loads(child.stdout.strip().splitlines()[-1])
-        big = size >= BIG_ROWS
-        rows.append(
-            Row(
-                f"analysis (read + metrics), {size:,} records, {result['cells']} cells",
-                result["analysis_s"],
-                "s",
-                f"goal <= {GOALS['analysis seconds at 100 M']:g} s" if big else "",
-            )
-        )
-        rows.append(
-            Row(
-                f"analysis peak RSS, {size:,} records",
-                result["peak_mb"] / 1024,
-                "GB",
-                f"goal <= {GOALS['analysis peak GB at 100 M']:g} GB" if big else "",
-            )
-        )
-        rows.append(
-            Row(
-                f"report render (render_html, {result['html_kb']:.0f} KB), {size:,} records",
-                result["render_s"],
-                "s",
-            )
-        )
-    return rows
-
-
 def machine_line() -> str:
     memory = "?"
     try:
@@ -250,16 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=4, help="Locust users in the worker (default 4)")
     parser.add_argument("--dataplane", default="nftables", help="the cluster's dataplane (default nftables)")
     parser.add_argument(
-        "--rows", type=int, action="append", help="analysis record count (repeatable; default 1M and 10M)"
+        "--rows", type=int, action="append", help="analysis record count (repeatable; default 1M, 10M, 100M)"
     )
-    parser.add_argument("--big", action="store_true", help=f"also analyse {BIG_ROWS:,} records (~12 GB)")
-    parser.add_argument("--no-load", action="store_true", help="skip the cluster part (analysis only)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small cluster only, 200 endpoints, 1M and 10M records"
+    )
+    parser.add_argument("--no-load", action="store_true", help="skip the cluster parts (analysis only)")
+    parser.add_argument("--no-browser", action="store_true", help="skip opening the report in Chromium")
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 60:
         parser.error(f"--seconds must be 1..60, got {args.seconds}")
     if not 1 <= args.rounds <= 5:
         parser.error(f"--rounds must be 1..5, got {args.rounds}")
-    sizes = list(args.rows or DEFAULT_ROWS) + ([BIG_ROWS] if args.big else [])
+    sizes = list(args.rows or (DEFAULT_ROWS[:2] if args.quick else DEFAULT_ROWS))
     if any(size < 1000 for size in sizes):
         parser.error("--rows must be at least 1000")
 
@@ -269,23 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bb-perf-") as tmp:
         if not args.no_load:
             rows += load_rows(args, Path(tmp))
-        rows += analysis_rows(sizes, Path(tmp))
+            rows += cluster_scale.all_rows(quick=args.quick)
+        rows += analysis_speed.analysis_rows(sizes, Path(tmp))
+        if not args.no_browser:
+            rows += analysis_speed.report_open_rows(workdir=Path(tmp))
     took = time.monotonic() - started
 
     print(f"make perf: {took:.0f} s on {before}")
     if not args.no_load:
         print(f"load rows: medians of {args.rounds} alternating rounds of {args.seconds} s each")
-    width = max(len(row.what) for row in rows)
-    for row in rows:
-        if row.value is None:
-            value = "-"
-        elif row.unit == "req/s":
-            value = f"{row.value:,.0f} req/s"
-        elif row.unit == "x":
-            value = f"{row.value:.2f}x"
-        else:
-            value = f"{row.value:.2f} {row.unit}"
-        print(f"{row.what:<{width}}  {value:>14}  {row.note}")
+    print(format_rows(rows))
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
