@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -48,6 +49,8 @@ AGENT_PORT = 10250
 """The agent listens on the kubelet's port of the node's address."""
 INIT = Path(__file__).with_name("uml_init.sh")
 AGENT = Path(__file__).with_name("uml_agent.py")
+XSTATE_SHIM = Path(__file__).with_name("uml_xstate.c")
+"""Preloaded into the kernel so that it runs on hosts with a large XSAVE area (AVX-512, AMX): see the file."""
 STATE_DIR = Path("/run/balancebench/uml")
 """On the sandbox's private tmpfs: the kernels' control sockets (``uml_dir``) and memory files (TMPDIR)."""
 SETUP_HINT = "run scripts/setup.sh --uml (installs user-mode-linux and kmod), or use --dataplane nftables"
@@ -202,6 +205,7 @@ class UmlNodes:
             self._processes.append(self._boot(index, name))
 
     def _boot(self, index: int, name: str) -> subprocess.Popen[bytes]:
+        shim = xstate_shim()
         # Its own PID namespace and session: UML 6.1 signals its userspace stubs with kill(pid, SIGALRM)
         # and may do so with pid 0 or -1 (newer kernels check), which would hit the pods and their
         # clients. Nested in the sandbox's, the namespace still dies with the sandbox.
@@ -239,7 +243,8 @@ class UmlNodes:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "TMPDIR": str(STATE_DIR)},  # keeps the cluster's label on the kernel
+                # TMPDIR keeps the cluster's label on the kernel's memory file.
+                env={**os.environ, "TMPDIR": str(STATE_DIR), "LD_PRELOAD": str(shim)},
                 start_new_session=True,
             )
 
@@ -334,6 +339,23 @@ async def _hello(ip: str, port: int) -> str | None:
     with contextlib.suppress(ValueError, KeyError):
         return str(json.loads(line)["release"])
     return None
+
+
+def xstate_shim() -> Path:
+    """``uml_xstate.c`` compiled once per version of the source (cached); MissingFeature without cc."""
+    digest = hashlib.sha256(XSTATE_SHIM.read_bytes()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "balancebench"
+    built = cache / f"uml-xstate-{digest}.so"
+    if built.exists():
+        return built
+    compiler = shutil.which("cc") or shutil.which("clang")
+    if compiler is None:
+        raise MissingFeature(f"UML nodes need a C compiler for {XSTATE_SHIM.name}: apt-get install gcc")
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = built.with_suffix(f".{os.getpid()}.tmp")
+    run([compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(XSTATE_SHIM), "-ldl"])
+    os.replace(partial, built)
+    return built
 
 
 def create(*, nodes: int, dataplane: str, cluster: str, log_dir: Path) -> UmlNodes:
