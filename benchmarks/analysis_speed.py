@@ -1,7 +1,7 @@
 """How fast the analysis is at scale: records → summary at 1 M / 10 M / 100 M rows, and a 100-cell report.
 
 Functions for ``benchmarks/run_all.py`` (``make perf``); each returns :class:`Row` rows
-(``what``, ``value``, ``unit``, ``note`` — the shape of run_all's own ``Row``):
+(``what``, ``value``, ``unit``, ``note``: ``benchmarks.table.Row``):
 
 - :func:`analysis_rows` ``(sizes=ANALYSIS_SIZES, workdir=None)``: for each size, a synthetic run (9 cells:
   3 dataplanes × kept-alive / max-requests / per-request, 6 target pods; the per-request cells hold one

@@ -47,8 +47,6 @@ GOALS = {
     "recording vs bare": 0.9,
     "recording vs wrk": 0.3,
     "echo vs one Locust": 4.0,
-    "analysis seconds at 100 M": 60.0,
-    "analysis peak GB at 100 M": 4.0,
 }
 
 

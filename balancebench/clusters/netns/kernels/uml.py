@@ -201,11 +201,11 @@ class UmlNodes:
     def build(self, pods: Sequence[PodLink]) -> None:
         run(["ip", "-batch", "-"], input=sandbox_script(nodes=self.count, pods=pods))
         STATE_DIR.mkdir(parents=True, exist_ok=True)
-        for index, name in enumerate(self.names):
-            self._processes.append(self._boot(index, name))
-
-    def _boot(self, index: int, name: str) -> subprocess.Popen[bytes]:
         shim = xstate_shim()
+        for index, name in enumerate(self.names):
+            self._processes.append(self._boot(index, name, shim))
+
+    def _boot(self, index: int, name: str, shim: Path) -> subprocess.Popen[bytes]:
         # Its own PID namespace and session: UML 6.1 signals its userspace stubs with kill(pid, SIGALRM)
         # and may do so with pid 0 or -1 (newer kernels check), which would hit the pods and their
         # clients. Nested in the sandbox's, the namespace still dies with the sandbox.
