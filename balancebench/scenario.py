@@ -173,7 +173,7 @@ class LoadConfig(_Strict):
     :class:`~loadtests.load.Load` a cell holds, which checks every rule (so each is checked once)."""
 
     model: Literal["closed", "open"] = "closed"
-    driver: Literal["policy", "httpx", "requests", "go", "okhttp"] = "policy"
+    driver: Literal["policy", "httpx", "requests", "go", "okhttp", "jdk", "aiohttp"] = "policy"
     protocol: Literal["http1", "http1-tls", "h2", "h2-tls", "grpc"] = "http1"
     service: Literal["clusterip", "headless"] = "clusterip"
     users_per_source: int = Field(1, ge=1, le=1000)

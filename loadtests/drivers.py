@@ -2,13 +2,15 @@
 
 ``policy`` enforces a :class:`~loadtests.policy.PoolPolicy` exactly (:class:`~loadtests.client.PolicyClient`).
 ``httpx`` and ``requests`` use ``httpx.Client`` and ``requests.Session`` configured from the policy's knobs
-the library has, so a scenario can measure the real library instead of the model. ``go`` and ``okhttp``
-(the registry in :mod:`loadtests.realclients`) run Go's net/http and OkHttp in a program of their own, one
-per process, built at set-up; the users here still pace, budget and record every request. Gevent's
+the library has, so a scenario can measure the real library instead of the model. ``go``, ``okhttp``,
+``jdk`` and ``aiohttp`` (the registry in :mod:`loadtests.realclients`) run Go's net/http, OkHttp, the JDK's
+HttpClient and aiohttp in a program of their own, one per process, built at set-up; the users here still
+pace, budget and record every request. Gevent's
 monkey-patching (Locust applies it) makes httpx and requests cooperative. Neither tells which connection
 carried a response, so their ``client_conn`` is derived from the server's identity of the connection (pod,
 server connection id), which maps one to one onto client sockets; a request without a response gets -1.
-The real client programs report the connection their library chose.
+The real client programs report the connection their library chose, except the JDK's HttpClient, which
+never says (before JDK 25), so the ``jdk`` program numbers connections by the server's identity too.
 
     drivers = DriverSet("policy", "http://10.96.0.10:80", parse_policy("okhttp"), ids=ConnectionIds())
     driver = drivers.acquire()      # a pool per user, or the process's shared one for scope=source

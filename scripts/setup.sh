@@ -91,15 +91,18 @@ if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   touch .venv/.installed
 fi
 
-# Real client drivers (go, okhttp): Debian's golang-go, libokhttp-java and a JDK, installed when missing,
-# then their programs built from loadtests/realclients/src. BALANCEBENCH_REAL_CLIENTS=none skips this
-# (those drivers then say how to get them); =go or =okhttp sets up only that one.
-real_clients=${BALANCEBENCH_REAL_CLIENTS:-go okhttp}
+# Real client drivers (go, okhttp, jdk, aiohttp): Debian's golang-go, libokhttp-java and a JDK, installed
+# when missing, then their programs built from loadtests/realclients/src (aiohttp is a Python dependency
+# of the project, installed above, with nothing to build). BALANCEBENCH_REAL_CLIENTS=none skips this
+# (those drivers then say how to get them); =go, =okhttp or =jdk sets up only that one.
+real_clients=${BALANCEBENCH_REAL_CLIENTS:-go okhttp jdk aiohttp}
 if [ "$real_clients" != none ]; then
   client_packages=()
   case " $real_clients " in *" go "*) command -v go >/dev/null 2>&1 || client_packages+=(golang-go) ;; esac
   case " $real_clients " in *" okhttp "*)
-    [ -e /usr/share/java/okhttp.jar ] && [ -e /usr/share/java/okio.jar ] || client_packages+=(libokhttp-java)
+    [ -e /usr/share/java/okhttp.jar ] && [ -e /usr/share/java/okio.jar ] || client_packages+=(libokhttp-java) ;;
+  esac
+  case " $real_clients " in *" okhttp "* | *" jdk "*)
     command -v javac >/dev/null 2>&1 || client_packages+=(default-jdk-headless) ;;
   esac
   if [ "${#client_packages[@]}" -gt 0 ]; then

@@ -14,11 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from loadtests.realclients.aiohttp import AIOHTTP
 from loadtests.realclients.base import RealClient
 from loadtests.realclients.golang import GO
+from loadtests.realclients.jdk import JDK
 from loadtests.realclients.okhttp import OKHTTP
 
-REAL_CLIENTS: Mapping[str, RealClient] = MappingProxyType({GO.name: GO, OKHTTP.name: OKHTTP})
+REAL_CLIENTS: Mapping[str, RealClient] = MappingProxyType(
+    {client.name: client for client in (GO, OKHTTP, JDK, AIOHTTP)}
+)
 """Every real client driver by the name ``load.driver`` / ``--driver`` uses."""
 
 __all__ = ["REAL_CLIENTS", "RealClient"]

@@ -1,8 +1,9 @@
 """What a real client driver is: a program in a real client library, built at set-up, that sends the requests.
 
-Each client is one file of this package (``golang.py``, ``okhttp.py``) holding a :class:`RealClient`; the
-registry in ``__init__.py`` lists them. A client says which policy knobs its library has (the others are
-refused with a line naming the library), how to build its program from ``src/`` and how to start it.
+Each client is one file of this package (``golang.py``, ``okhttp.py``, ``jdk.py``, ``aiohttp.py``)
+holding a :class:`RealClient`; the registry in ``__init__.py`` lists them. A client says which policy
+knobs its library has (the others are refused with a line naming the library), how to build its program
+from ``src/`` and how to start it.
 
     >>> from loadtests.realclients import REAL_CLIENTS
     >>> REAL_CLIENTS["go"].missing()          # None when built, else one line saying how to get it
@@ -10,6 +11,7 @@ refused with a line naming the library), how to build its program from ``src/`` 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -44,6 +46,9 @@ class RealClient:
     """Commands that must be on PATH to run."""
     files: tuple[Path, ...] = ()
     """Library files that must exist to build and to run (jars)."""
+    modules: tuple[str, ...] = ()
+    """Python modules the program imports (it runs with this interpreter): balancebench's own dependencies,
+    which ``make setup`` installs into ``.venv`` (``packages`` is then empty)."""
     build_argv: Callable[[], list[str]]
     build_env: Mapping[str, str] = field(default_factory=dict)
     run_argv: Callable[[PoolPolicy, str, float, float], list[str]]
@@ -62,6 +67,12 @@ class RealClient:
         tools = (*self.build_tools, *self.run_tools) if build else self.run_tools
         absent = [tool for tool in tools if shutil.which(tool) is None]
         absent += [str(path) for path in self.files if not path.exists()]
+        modules = [module for module in self.modules if importlib.util.find_spec(module) is None]
+        if modules:
+            return (
+                f"driver {self.name} needs the Python module {', '.join(modules)}: run 'make setup' "
+                f"(installs balancebench's dependencies into .venv), or 'pip install {' '.join(modules)}'"
+            )
         if absent:
             packages = " ".join(self.packages)
             return (
@@ -104,7 +115,12 @@ class RealClient:
 
 def unsupported_knobs(policy: PoolPolicy, knobs: Sequence[str]) -> str | None:
     """The first of ``knobs`` (policy field names) that ``policy`` sets, as 'has no <knob> setting'."""
-    names = {"max_age": "max-age", "max_requests": "max-requests", "max_connections": "max-conns"}
+    names = {
+        "max_age": "max-age",
+        "max_requests": "max-requests",
+        "max_connections": "max-conns",
+        "max_idle": "max-idle",
+    }
     for knob in knobs:
         if getattr(policy, knob) is not None:
             return f"has no {names[knob]} setting: drop {names[knob]}=… or use --driver policy"
