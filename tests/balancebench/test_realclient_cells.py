@@ -58,7 +58,7 @@ def _driver(name: str) -> object:
     return pytest.param(name, marks=pytest.mark.skipif(missing is not None, reason=missing or ""), id=name)
 
 
-@pytest.mark.parametrize("driver", [_driver("go"), _driver("okhttp")])
+@pytest.mark.parametrize("driver", [_driver(name) for name in REAL_CLIENTS])
 @pytest.mark.parametrize(("policy", "users", "connections", "pods_reached"), [
     ("keepalive", 2, 4, (1, 4)),      # 2 source pods × 2 users, a pool each: 4 connections for the run
     ("per-request", 1, None, (6, 6)),  # a connection per request: every pod
@@ -87,7 +87,7 @@ def test_real_driver_cell_in_source_pods_matches_the_servers(
     assert len(client) == len(server) == (connections if connections is not None else len(rows))
 
 
-@pytest.mark.parametrize("preset", [_driver("go"), _driver("okhttp")])
+@pytest.mark.parametrize("preset", [_driver(name) for name in REAL_CLIENTS])
 def test_preset_spreads_over_the_pods_as_its_real_client(
     slow_cluster: Cluster, tmp_path: Path, preset: str
 ) -> None:
