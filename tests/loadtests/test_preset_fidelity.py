@@ -128,3 +128,20 @@ def test_a_capped_pool_hands_returned_connections_to_waiting_requests(
     # (up to 12 on AMD EPYC hosts, 15 on an Intel Xeon one; still far fewer than 8 users x requests).
     assert 4 <= real.server_connections <= 20
     assert abs(_new_share(model) - _new_share(real)) <= 0.02
+
+
+@pytest.mark.skipif(
+    REAL_CLIENTS["aiohttp"].missing() is not None, reason=REAL_CLIENTS["aiohttp"].missing() or ""
+)
+def test_a_capped_aiohttp_pool_opens_exactly_its_limit(slow_echo: EchoProcess, tmp_path: Path) -> None:
+    # 8 users on TCPConnector(limit=4): requests wait for one of the 4 connections, and aiohttp keeps every
+    # released one (it has no idle cap), so it opens exactly 4, as the model does.
+    policy = "aiohttp,max-conns=4"
+    model = run_locust(slow_echo, tmp_path / "m", policy=policy, users=8, args=["--duration", "1.5s"])
+    real = run_locust(
+        slow_echo, tmp_path / "r", policy=policy, users=8, args=["--driver", "aiohttp", "--duration", "1.5s"]
+    )
+    for run in (model, real):
+        assert len(run.rows) == run.server_requests > 0
+        assert all(r["error"] == "" for r in run.rows)
+        assert run.server_connections == run.client_connections() == 4
