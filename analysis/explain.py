@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analysis.chance import ChanceBaseline, Expectation, Verdict, chance_baseline
+from analysis.connections import Ints, ServerConnections
 
 TOP_CONNECTIONS = 20
 """Connections listed one by one (the busiest first); the rest are counted per source and pod."""
@@ -102,42 +103,21 @@ def explain_cell(
     source_nodes: Sequence[str | None],
     target_names: Sequence[str],
     target_nodes: Sequence[str | None],
-    source: npt.ArrayLike,
-    target: npt.ArrayLike,
-    server_conn: npt.ArrayLike,
-    started: npt.ArrayLike,
-    ended: npt.ArrayLike,
+    connections: ServerConnections,
     request_jain: float | None,
 ) -> Explain | None:
-    """The explain section of one cell from its answered rows (one entry per row in each array).
+    """The explain section of one cell from its server connections (``analysis.connections``).
 
-    ``source``/``target`` index ``source_names``/``target_names`` (-1: unknown); ``started``/``ended`` are
-    each request's send and response times in seconds. None when no connection was answered.
+    ``connections.source``/``.target`` index ``source_names``/``target_names`` (-1: unknown). None when no
+    connection was answered.
     """
-    src = np.asarray(source, dtype=np.int64)
-    tgt = np.asarray(target, dtype=np.int64)
-    conn = np.asarray(server_conn, dtype=np.int64)
-    t0 = np.asarray(started, dtype=np.float64)
-    t1 = np.asarray(ended, dtype=np.float64)
-    keep = (tgt >= 0) & (conn >= 0)
-    src, tgt, conn, t0, t1 = src[keep], tgt[keep], conn[keep], t0[keep], t1[keep]
     pods = len(target_names)
-
-    stride = int(conn.max()) + 1 if conn.size else 1
-    unique, conn_of_row = np.unique(tgt * stride + conn, return_inverse=True)
-    conn_of_row = conn_of_row.reshape(-1)
-    n = int(unique.size)
-    conn_target = (unique // stride).astype(np.int64)
+    n = connections.count
     if n == 0 or not target_names:
         return None
-    conn_requests = np.bincount(conn_of_row, minlength=n)
-    first = np.full(n, np.inf)
-    last = np.full(n, -np.inf)
-    np.minimum.at(first, conn_of_row, t0)
-    np.maximum.at(last, conn_of_row, t1)
-    conn_source = np.full(n, -1, np.int64)
-    conn_source[conn_of_row] = src  # a server connection has one client: every row says the same
-    cell_start = float(t0.min()) if t0.size else 0.0
+    conn_target, conn_source = connections.target, connections.source
+    conn_requests, first, last = connections.requests, connections.first, connections.last
+    cell_start = float(first.min())
 
     per_pod_connections = np.bincount(conn_target, minlength=pods).astype(np.int64)
     connection_jain = _jain(per_pod_connections)
@@ -151,7 +131,7 @@ def explain_cell(
         return nodes[index] if 0 <= index < len(nodes) else None
 
     sources = []
-    for s in sorted(set(conn_source.tolist())):
+    for s in np.unique(conn_source).tolist():
         mine = conn_source == s
         counts = np.bincount(conn_target[mine], minlength=pods)
         sources.append(
@@ -180,7 +160,7 @@ def explain_cell(
         dataplane=dataplane,
         policy_spec=policy_spec,
         target_names=target_names,
-        source_nodes=_per_connection(source_nodes, conn_source),
+        conn_node=_node_codes(source_nodes, conn_source),
         conn_target=conn_target,
         conn_requests=conn_requests,
         first=first,
@@ -204,13 +184,16 @@ def explain_cell(
     )
 
 
-def _per_connection(nodes: Sequence[str | None], codes: npt.NDArray[Any]) -> list[str | None]:
-    """Each connection's source node (None for a code outside ``nodes``), looked up in C: a Python call per
-    connection took 3.8 s of 31 s at 10 M records with one connection per request (profiled)."""
-    lookup = np.array([*nodes, None], dtype=object)
-    index = np.where((codes >= 0) & (codes < len(nodes)), codes, len(nodes))
-    looked_up: list[str | None] = lookup[index].tolist()
-    return looked_up
+def _node_codes(nodes: Sequence[str | None], sources: npt.NDArray[np.int64]) -> tuple[list[str], Ints]:
+    """The distinct source node names, and each connection's node as an index into them (-1: none).
+
+    Looked up in C: a Python step per connection took 3.8 s of 31 s at 10 M records with one connection
+    per request (profiled)."""
+    names = sorted({node for node in nodes if node is not None})
+    code_of = {name: code for code, name in enumerate(names)}
+    lookup = np.array([code_of.get(node, -1) if node is not None else -1 for node in nodes] + [-1], np.int64)
+    index = np.where((sources >= 0) & (sources < len(nodes)), sources, len(nodes))
+    return names, lookup[index]
 
 
 def _attribute(
@@ -218,7 +201,7 @@ def _attribute(
     dataplane: str,
     policy_spec: str | None,
     target_names: Sequence[str],
-    source_nodes: Sequence[str | None],
+    conn_node: tuple[list[str], Ints],
     conn_target: npt.NDArray[np.int64],
     conn_requests: npt.NDArray[np.int64],
     first: npt.NDArray[np.float64],
@@ -239,7 +222,7 @@ def _attribute(
             f"worse than chance: {over} spread with Jain {connection_jain:.2f} where chance gives "
             f"{jain_range}"
         )
-        first_pods = _first_pod_per_node(source_nodes, conn_target, first)
+        first_pods = _first_pod_per_node(conn_node, conn_target, first)
         if len(first_pods) >= 2 and len(set(first_pods.values())) == 1:
             pod = target_names[next(iter(first_pods.values()))]
             why = "IPVS rr starts every node at the same first pod (kubernetes#121591)"
@@ -251,7 +234,7 @@ def _attribute(
                 cause="same_first_pod",
                 sentence=f"{head}; every node's first connection went to {pod}: {why}",
             )
-        if _each_node_even(source_nodes, conn_target, pods):
+        if _each_node_even(conn_node[1], conn_target, pods):
             return Attribution(
                 verdict=verdict,
                 connection_verdict=connection_verdict,
@@ -419,27 +402,28 @@ CONNECTION_COLUMNS = (
 
 
 def _first_pod_per_node(
-    source_nodes: Sequence[str | None], conn_target: npt.NDArray[np.int64], first: npt.NDArray[np.float64]
+    conn_node: tuple[list[str], Ints], conn_target: npt.NDArray[np.int64], first: npt.NDArray[np.float64]
 ) -> dict[str, int]:
-    firsts: dict[str, tuple[float, int]] = {}
-    for node, target, opened in zip(source_nodes, conn_target.tolist(), first.tolist(), strict=True):
-        if node is not None and (node not in firsts or opened < firsts[node][0]):
-            firsts[node] = (opened, target)
-    return {node: target for node, (_, target) in firsts.items()}
+    """The pod each source node's first connection went to (the earliest ``first``; ties: the lowest
+    connection number)."""
+    names, codes = conn_node
+    firsts: dict[str, int] = {}
+    for code, name in enumerate(names):
+        mine = np.flatnonzero(codes == code)
+        if mine.size:
+            firsts[name] = int(conn_target[mine[np.argmin(first[mine])]])
+    return firsts
 
 
-def _each_node_even(
-    source_nodes: Sequence[str | None], conn_target: npt.NDArray[np.int64], pods: int
-) -> bool:
-    nodes = {node for node in source_nodes if node is not None}
-    if len(nodes) < 2:
+def _each_node_even(codes: Ints, conn_target: npt.NDArray[np.int64], pods: int) -> bool:
+    """Whether every source node (two at least) spread its own connections within one of even."""
+    known = codes >= 0
+    nodes = np.unique(codes[known])
+    if nodes.size < 2:
         return False
-    node_of = np.array([node or "" for node in source_nodes])
-    for node in nodes:
-        counts = np.bincount(conn_target[node_of == node], minlength=pods)
-        if int(counts.max()) - int(counts.min()) > 1:
-            return False
-    return True
+    grid = np.bincount(codes[known] * pods + conn_target[known], minlength=(int(nodes.max()) + 1) * pods)
+    per_node = grid.reshape(-1, pods)[nodes]
+    return bool((per_node.max(axis=1) - per_node.min(axis=1) <= 1).all())
 
 
 def _pick(policy_spec: str | None) -> str | None:

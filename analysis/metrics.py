@@ -40,6 +40,7 @@ import pandas as pd
 
 from analysis import hdr
 from analysis.balance import Balance, balance_of
+from analysis.connections import ServerConnections, dense_ids, server_connections
 from analysis.events import compute_changes, reconcile
 from analysis.explain import explain_cell
 from analysis.loading import RecordColumns
@@ -316,9 +317,8 @@ def _metrics(
     new_conn = answered & (data.conn_request == 1)
     reused_conn = answered & (data.conn_request > 1)
 
-    connections, pod_connections = _connections(
-        meta, data, answered, new_conn, reused_conn, latency_index, n_pods
-    )
+    connections, server_conns = _connections(meta, data, answered, new_conn, reused_conn, latency_index)
+    pod_connections = np.bincount(server_conns.target, minlength=n_pods)
     pods = tuple(
         PodMetrics(
             pod=pod.name,
@@ -347,7 +347,6 @@ def _metrics(
         corrected = _latency(hdr.histogram_counts(corrected_ms)[0], *_max_mean(corrected_ms))
 
     balance = balance_of(pod_requests)
-    started = data.ts[answered] + data.wait_ms[answered] / 1000.0
     explain = explain_cell(
         dataplane=meta.dataplane,
         policy_spec=meta.policy_spec,
@@ -355,11 +354,7 @@ def _metrics(
         source_nodes=[pod.node for pod in sources],
         target_names=[pod.name for pod in targets],
         target_nodes=list(target_nodes),
-        source=data.source[answered],
-        target=data.target[answered],
-        server_conn=data.server_conn[answered],
-        started=started,
-        ended=started + data.latency_ms[answered] / 1000.0,
+        connections=server_conns,
         request_jain=balance.jain,
     )
     return CellMetrics(
@@ -391,59 +386,34 @@ def _connections(
     new_conn: npt.NDArray[np.bool_],
     reused_conn: npt.NDArray[np.bool_],
     latency_index: Ints,
-    n_pods: int,
-) -> tuple[Connections, Ints]:
+) -> tuple[Connections, ServerConnections]:
     client_rows = (data.client_conn >= 0) & (data.source >= 0)
-    _, sockets_used, _ = _dense_ids(data.source[client_rows], data.client_conn[client_rows])
+    _, sockets_used, _ = dense_ids(data.source[client_rows], data.client_conn[client_rows])
 
-    server_rows = answered & (data.server_conn >= 0)
-    conn_of_row, n_connections, conn_pod = _dense_ids(data.target[server_rows], data.server_conn[server_rows])
-    per_pod = np.bincount(conn_pod, minlength=n_pods)
-    requests_per_conn = np.bincount(conn_of_row, minlength=n_connections)
-    started = data.ts[server_rows] + data.wait_ms[server_rows] / 1000.0
-    ended = started + data.latency_ms[server_rows] / 1000.0
-    first = np.full(n_connections, np.inf)
-    last = np.full(n_connections, -np.inf)
-    np.minimum.at(first, conn_of_row, started)
-    np.maximum.at(last, conn_of_row, ended)
-
+    started = data.ts[answered] + data.wait_ms[answered] / 1000.0
+    conns = server_connections(
+        source=data.source[answered],
+        target=data.target[answered],
+        server_conn=data.server_conn[answered],
+        started=started,
+        ended=started + data.latency_ms[answered] / 1000.0,
+    )
     new_counts = hdr.histogram_counts_from_index(latency_index[new_conn])
     reused_counts = hdr.histogram_counts_from_index(latency_index[reused_conn])
     return (
         Connections(
             sockets_used=sockets_used,
             sockets_ideal=meta.concurrency,
-            server_connections=n_connections,
-            requests_per_connection=_distribution(requests_per_conn.astype(np.float64)),
-            lifetime_s=_distribution(last - first),
+            server_connections=conns.count,
+            requests_per_connection=_distribution(conns.requests.astype(np.float64)),
+            lifetime_s=_distribution(conns.last - conns.first),
             new_connection_requests=int(new_conn.sum()),
             reused_connection_requests=int(reused_conn.sum()),
             new_connection_latency=_latency(new_counts[0], *_max_mean(data.latency_ms[new_conn])),
             reused_connection_latency=_latency(reused_counts[0], *_max_mean(data.latency_ms[reused_conn])),
         ),
-        per_pod,
+        conns,
     )
-
-
-def _dense_ids(groups: Ints, ids: Ints) -> tuple[Ints, int, Ints]:
-    """Number the distinct (group, id) pairs 0..k-1: each row's number, k, and each pair's group.
-
-    Connection ids are counters in practice, so a dense bitmap over their range is O(rows); ids spread too
-    widely for that fall back to hashing.
-    """
-    if ids.size == 0:
-        return np.empty(0, np.int64), 0, np.empty(0, np.int64)
-    low = int(ids.min())
-    span = int(ids.max()) - low + 1
-    n_groups = int(groups.max()) + 1
-    if n_groups * span <= max(4 * ids.size, 1 << 20):
-        keys = groups.astype(np.int64) * span + (ids - low)
-        present = np.bincount(keys, minlength=n_groups * span) > 0
-        rank = np.cumsum(present) - 1
-        return rank[keys], int(present.sum()), np.flatnonzero(present) // span
-    id_codes, unique_ids = pd.factorize(ids, sort=False)
-    pair_codes, unique_pairs = pd.factorize(groups.astype(np.int64) * len(unique_ids) + id_codes, sort=False)
-    return pair_codes.astype(np.int64), len(unique_pairs), (unique_pairs // len(unique_ids)).astype(np.int64)
 
 
 def _matrix(

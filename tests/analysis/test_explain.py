@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analysis.connections import server_connections
 from analysis.explain import Explain, explain_cell, explain_lines
 from analysis.manifest import Run
 from analysis.metrics import compute_run
@@ -43,11 +44,9 @@ def explain(
         source_nodes=list(nodes),
         target_names=PODS,
         target_nodes=[f"node-{i % 2}" for i in range(len(PODS))],
-        source=source,
-        target=target,
-        server_conn=conn,
-        started=t0,
-        ended=t0 + 0.0005,
+        connections=server_connections(
+            source=source, target=target, server_conn=conn, started=t0, ended=t0 + 0.0005
+        ),
         request_jain=_jain(np.bincount(target, minlength=len(PODS))),
     )
     assert found is not None
