@@ -10,8 +10,9 @@ cause                  shown by
 few_connections        the spread is within chance, and chance itself cannot spread C over P evenly
 pool_skew              a few connections carry most requests (effective connections ≪ C): the client's pool
                        prefers some connections (OkHttp's oldest first, Go's most recently used)
-same_first_pod         connections are spread worse than chance and every source node's first connection
-                       went to the same pod (IPVS rr starts every node at the same pod, kubernetes#121591)
+same_first_pod         every source node's first connection went to the same pod (IPVS rr starts every node
+                       at the same pod, kubernetes#121591), with connections spread worse than chance, or
+                       on IPVS too few to tell (the sentence then gives the odds of chance doing the same)
 per_node_balance       worse than chance while each node spread its own connections evenly: the nodes
                        balance independently and pile onto the same pods (IPVS lc, kubernetes#79213)
 dataplane              connections spread worse than chance, none of the above
@@ -225,7 +226,7 @@ def _attribute(
         first_pods = _first_pod_per_node(conn_node, conn_target, first)
         if len(first_pods) >= 2 and len(set(first_pods.values())) == 1:
             pod = target_names[next(iter(first_pods.values()))]
-            why = "IPVS rr starts every node at the same first pod (kubernetes#121591)"
+            why = _SAME_FIRST_POD_IPVS
             if "ipvs" not in dataplane:
                 why = "the dataplane starts every node at the same pod"
             return Attribution(
@@ -281,14 +282,29 @@ def _attribute(
             ),
         )
     if verdict != "better" and connection_chance.too_few_connections:
+        expects = f"chance expects {connection_chance.pods_used.expected:.1f} pods used"
+        first_pods = _first_pod_per_node(conn_node, conn_target, first)
+        nodes = len(first_pods)
+        if "ipvs" in dataplane and nodes >= 2 and len(set(first_pods.values())) == 1:
+            # Too few connections for the spread to tell IPVS from chance, but every node's first connection
+            # on one pod is what IPVS does on every node, and what chance does only 1 time in P^(nodes-1):
+            # name it, with those odds, rather than clearing the dataplane.
+            pod = target_names[next(iter(first_pods.values()))]
+            return Attribution(
+                verdict=verdict,
+                connection_verdict=connection_verdict,
+                cause="same_first_pod",
+                sentence=(
+                    f"{over}: {expects} — too few connections to tell the dataplane from chance; but "
+                    f"every node's first connection went to {pod} (by chance 1 time in "
+                    f"{pods ** (nodes - 1):,}): {_SAME_FIRST_POD_IPVS}"
+                ),
+            )
         return Attribution(
             verdict=verdict,
             connection_verdict=connection_verdict,
             cause="few_connections",
-            sentence=(
-                f"{over}: chance expects {connection_chance.pods_used.expected:.1f} pods used — too few "
-                "connections, not the dataplane"
-            ),
+            sentence=f"{over}: {expects} — too few connections, not the dataplane",
         )
     if connection_verdict == "better":
         sentence = (
@@ -305,6 +321,9 @@ def _attribute(
             f"{over}: the spread is what chance predicts (Jain {connection_jain:.2f}, chance {jain_range})"
         )
     return Attribution(verdict=verdict, connection_verdict=connection_verdict, cause=None, sentence=sentence)
+
+
+_SAME_FIRST_POD_IPVS = "IPVS rr starts every node at the same first pod (kubernetes#121591)"
 
 
 def explain_entry(explain: Explain | None) -> dict[str, Any]:

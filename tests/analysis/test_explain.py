@@ -97,6 +97,34 @@ def test_every_node_starting_at_the_same_pod_is_named_for_ipvs() -> None:
     assert "kubernetes#121591" in found.attribution.sentence
 
 
+@pytest.mark.parametrize(
+    ("dataplane", "pods", "cause"),
+    [
+        ("ipvs", (0, 0), "same_first_pod"),  # the seed cell: one kept-alive OkHttp client per node
+        ("ipvs", (0, 3), "few_connections"),
+        ("nftables", (0, 0), "few_connections"),  # random picks: nothing but chance to name
+    ],
+)
+def test_too_few_connections_on_ipvs_still_name_every_node_starting_at_the_same_pod(
+    dataplane: str, pods: tuple[int, int], cause: str
+) -> None:
+    # ipvs rr, okhttp, 2 source pods on 2 nodes: each keeps the one connection it opened first.
+    connections = [(src, pod, 500) for src, pod in enumerate(pods)]
+    okhttp = "max-idle=5,idle=5m,pick=oldest,scope=source"
+    found = explain(connections, nodes=("node-0", "node-1"), dataplane=dataplane, policy_spec=okhttp)
+    # 2 connections over 6 pods on one pod is within chance (1 time in 6): no verdict can say "worse".
+    assert found.attribution.verdict == found.attribution.connection_verdict == "chance"
+    assert found.attribution.cause == cause
+    if cause == "same_first_pod":
+        assert found.attribution.sentence == (
+            "2 connections over 6 pods: chance expects 1.8 pods used — too few connections to tell the "
+            "dataplane from chance; but every node's first connection went to echo-0 (by chance 1 time in "
+            "6): IPVS rr starts every node at the same first pod (kubernetes#121591)"
+        )
+    else:
+        assert found.attribution.sentence.endswith("too few connections, not the dataplane")
+
+
 def test_nodes_that_each_balance_alone_are_named() -> None:
     # Four nodes, two connections each, spread evenly per node, but all on echo-0 and echo-1.
     connections = []
