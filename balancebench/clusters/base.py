@@ -49,9 +49,18 @@ NODE_KERNELS: tuple[str, ...] = ("auto", "host", "uml")
 per node, for what the host lacks, such as IPVS), or ``auto`` (uml exactly when the dataplane needs it)."""
 
 
-PodRole = Literal["target", "source", "master", "proxy"]
+PodRole = Literal["target", "source", "master", "proxy", "client"]
 """``proxy``: a pod that runs no echo and sends no load, for a service path's proxy (the ingress
-controller, ``balancebench.paths.ingress``); the path starts its program there."""
+controller, ``balancebench.paths.ingress``); the path starts its program there. ``client``: not a pod but a
+machine next to the cluster, outside the pod network (netns: a namespace on the node network), that loads
+a NodePort from outside as external clients do (``balancebench.paths.nodeport``); its node is
+:data:`OUTSIDE`."""
+
+OUTSIDE = "outside"
+"""The ``node`` a ``client`` reports: it runs on no node of the cluster."""
+
+EXTERNAL_TRAFFIC_POLICIES = ("Cluster", "Local")
+"""A Service's ``externalTrafficPolicy`` values, spelled as Kubernetes spells them (Cluster the default)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +85,8 @@ class ClusterSpec:
     node_kernel: str = "auto"
     proxies: int = 0
     """Extra ``proxy-N`` pods on the pod network, started empty (a service path runs its proxy there)."""
+    clients: int = 0
+    """``client-N`` namespaces outside the pod network (on the node network), for load from outside."""
 
     def __post_init__(self) -> None:
         check_cluster_name(self.name)
@@ -129,6 +140,9 @@ class Service:
     port: int
     node_port: int
     target_port: int
+    external_traffic_policy: str = "Cluster"
+    """``Local``: a node's NodePort sends traffic from outside the cluster to that node's own ready pods only
+    (and drops it when it has none), keeping the client's address; ``Cluster``: to any pod, SNATed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +177,9 @@ class ClusterStatus:
     def proxies(self) -> list[Pod]:
         return [p for p in self.pods if p.role == "proxy"]
 
+    def clients(self) -> list[Pod]:
+        return [p for p in self.pods if p.role == "client"]
+
     def pod(self, name: str) -> Pod:
         for pod in self.pods:
             if pod.name == name:
@@ -181,6 +198,7 @@ class ClusterStatus:
                 "port": self.service.port,
                 "node_port": self.service.node_port,
                 "target_port": self.service.target_port,
+                "external_traffic_policy": self.service.external_traffic_policy,
             },
             "pods": [
                 {"name": p.name, "role": p.role, "node": p.node, "ip": p.ip, "ready": p.ready}

@@ -56,6 +56,7 @@ def test_status_json_is_the_contract(running: str) -> None:
         "port": 80,
         "node_port": 30080,
         "target_port": 8080,
+        "external_traffic_policy": "Cluster",
     }
     pods = {pod["name"]: pod for pod in status["pods"]}
     assert set(pods) == {"echo-0", "echo-1", "echo-2", "source-0"}

@@ -50,6 +50,7 @@ def test_status_lists_pods_spread_over_nodes(cluster: NetnsCluster) -> None:
         "port": 80,
         "node_port": 30080,
         "target_port": 8080,
+        "external_traffic_policy": "Cluster",
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -213,3 +213,75 @@ def test_ipvs_connection_counts_read_ipvsadm_listing() -> None:
         ("10.96.0.10:80", "10.244.0.2:8080"): 7,
         ("10.96.0.10:80", "10.244.1.2:8080"): 0,
     }
+
+
+LOCAL = replace(CONTEXT, service=replace(CONTEXT.service, external_traffic_policy="Local"))
+ON_NODES = [replace(ep, node=f"node-{i % 2}") for i, ep in enumerate(ENDPOINTS)]  # echo-0, -2 on node-0
+
+
+def test_iptables_local_sends_outside_traffic_to_the_nodes_own_endpoints_only() -> None:
+    rules = iptables.restore_input(LOCAL, endpoints=ON_NODES, stale=[], node="node-0").splitlines()
+    ext, svc, svl = iptables.external_chain(), iptables.service_chain(), iptables.local_chain()
+    assert svl.startswith("KUBE-SVL-") and svl[9:] == svc[9:]  # kube-proxy: the same hash as KUBE-SVC
+    ext_rules = [line for line in rules if line.startswith(f"-A {ext} ")]
+    # pods and the node itself short-circuit to every endpoint; the rest (outside) goes to KUBE-SVL, unmarked
+    assert [rule.split(" -j ")[-1] for rule in ext_rules] == [svc, "KUBE-MARK-MASQ", svc, svl]
+    assert "-s 10.244.0.0/16" in ext_rules[0] and "--src-type LOCAL" in ext_rules[1]
+    local_jumps = [line for line in rules if line.startswith(f"-A {svl} ")]
+    assert [jump.split(" -j ")[-1] for jump in local_jumps] == [
+        iptables.endpoint_chain(ON_NODES[0]),
+        iptables.endpoint_chain(ON_NODES[2]),
+    ]
+    assert "--probability 0.5000000000" in local_jumps[0]
+    assert not any("has no local endpoints" in line for line in rules)
+
+
+def test_iptables_local_drops_outside_traffic_on_a_node_without_endpoints() -> None:
+    rules = iptables.restore_input(LOCAL, endpoints=ON_NODES, stale=[], node="node-2").splitlines()
+    assert not any(iptables.local_chain() in line for line in rules)
+    (drop,) = [line for line in rules if "has no local endpoints" in line]
+    assert drop.startswith("-A KUBE-EXTERNAL-SERVICES ") and drop.endswith("--dport 30080 -j DROP")
+    # the ClusterIP and pod traffic still reach every endpoint
+    assert (
+        sum(1 for line in rules if line.startswith(f"-A {iptables.service_chain()} ") and "SEP" in line) == 4
+    )
+
+
+def test_nftables_local_external_chain_goes_to_the_local_chain_or_drops() -> None:
+    ext, svc, loc = nftables.external_chain(), nftables.service_chain(), nftables.local_chain()
+    rules = nftables.ruleset(LOCAL, node_ip="172.18.0.3", endpoints=ON_NODES, stale=[], node="node-1")
+    ext_rules = [line for line in rules.splitlines() if line.startswith(f"add rule ip kube-proxy {ext} ")]
+    assert [rule.split(" comment ")[0].split()[-1] for rule in ext_rules] == [
+        svc,
+        "mark-for-masquerade",
+        svc,
+        loc,
+    ]
+    picks = " , ".join(f"{i} : goto {nftables.endpoint_chain(ep)}" for i, ep in enumerate(ON_NODES[1::2]))
+    assert f"add rule ip kube-proxy {loc} numgen random mod 2 vmap {{ {picks} }}" in rules
+    assert ": drop" not in rules
+    empty = nftables.ruleset(LOCAL, node_ip="172.18.0.4", endpoints=ON_NODES, stale=[loc], node="node-2")
+    assert f"goto {loc}" not in empty and f"delete chain ip kube-proxy {loc}" in empty
+    assert 'no-endpoint-nodeports { tcp . 30080 comment "default/echo:http" : drop }' in empty
+    assert nftables.chains(LOCAL, ON_NODES, "node-2") == nftables.chains(CONTEXT, ON_NODES, "node-2")
+
+
+def test_ipvs_local_nodeport_has_only_the_nodes_pods_and_is_not_masqueraded() -> None:
+    dataplane, shells = _ipvs(nodes=3)
+    dataplane.sync(ON_NODES)
+    dataplane.set_service(LOCAL.service)
+    dataplane.sync(ON_NODES)
+    for index, shell in enumerate(shells):
+        batch = shell.batches()[-1].splitlines()
+        # node-2 has no pod: its NodePort virtual server is left without a real server (IPVS refuses)
+        others = sorted(f"{ep.ip}:8080" for ep in ON_NODES if ep.node != f"node-{index}")
+        assert sorted(line.split()[-1] for line in batch) == others
+        assert all(line.startswith(f"-d -t 172.18.0.{2 + index}:30080 -r ") for line in batch)
+        (restore,) = [
+            text or "" for argv, text in shell.commands[-3:] if argv[0] == "iptables-legacy-restore"
+        ]
+        assert (
+            '"Kubernetes nodeport TCP port with externalTrafficPolicy=local" -m tcp --dport 30080 -j RETURN'
+            in restore
+        )
+        assert "-A PREROUTING" not in restore  # a resync redeclares the KUBE chains only

@@ -2,7 +2,8 @@
 
 Every address lives inside the cluster's sandbox only; nothing here is ever configured on the host.
 
-    node network   172.18.0.0/16   the sandbox's root namespace is the "Docker host" at .1, nodes at .2, .3 …
+    node network   172.18.0.0/16   the sandbox's root namespace is the "Docker host" at .1, nodes at .2, .3 …;
+                                   client namespaces (outside the cluster) at 172.18.1.2, .3 …
     pod CIDR       10.244.0.0/16   node N owns 10.244.N.0/24; .1 is the gateway every pod veth answers on
     service CIDR   10.96.0.0/16    the echo Service's ClusterIP is 10.96.0.10
 
@@ -47,6 +48,20 @@ def source_name(serial: int) -> str:
 
 def proxy_name(serial: int) -> str:
     return f"proxy-{serial}"
+
+
+def client_name(serial: int) -> str:
+    return f"client-{serial}"
+
+
+MAX_CLIENTS = 250
+
+
+def client_ip(serial: int) -> str:
+    """A client namespace's address on the node network, outside the pod network (a machine next to it)."""
+    if not 0 <= serial < MAX_CLIENTS:
+        raise ValueError(f"client number {serial} outside 0-{MAX_CLIENTS - 1}")
+    return f"172.18.1.{serial + 2}"
 
 
 def node_ip(index: int) -> str:

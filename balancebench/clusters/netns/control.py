@@ -96,6 +96,7 @@ def spec_to_json(spec: ClusterSpec) -> dict[str, Any]:
         "pod_echo_args": {pod: list(args) for pod, args in spec.pod_echo_args.items()},
         "node_kernel": spec.node_kernel,
         "proxies": spec.proxies,
+        "clients": spec.clients,
     }
 
 
@@ -114,6 +115,7 @@ def spec_from_json(data: Mapping[str, Any]) -> ClusterSpec:
         pod_echo_args={pod: tuple(args) for pod, args in data["pod_echo_args"].items()},
         node_kernel=data.get("node_kernel", "auto"),
         proxies=data.get("proxies", 0),
+        clients=data.get("clients", 0),
     )
 
 
@@ -130,6 +132,7 @@ def status_from_json(data: Mapping[str, Any]) -> ClusterStatus:
             port=service["port"],
             node_port=service["node_port"],
             target_port=service["target_port"],
+            external_traffic_policy=service.get("external_traffic_policy", "Cluster"),
         ),
         pods=tuple(
             Pod(name=p["name"], role=p["role"], node=p["node"], ip=p["ip"], ready=p["ready"])

@@ -113,6 +113,25 @@ def node_script(*, index: int | None, nodes: int, pods: Sequence[PodLink]) -> st
     return "\n".join(lines) + "\n"
 
 
+def client_links_script(clients: Sequence[tuple[str, str]]) -> str:
+    """Root-namespace script: a veth from each (client namespace, veth name) into the node bridge."""
+    lines: list[str] = []
+    for name, veth in clients:
+        lines += [
+            f"link add {veth} type veth peer name eth0 netns {name}",
+            f"link set {veth} master {BRIDGE} up",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def client_script(*, ip: str, nodes: int) -> str:
+    """A client namespace's script: its address on the node network and, as the sandbox root has them, a
+    route to each node's pod CIDR via that node (a pod's answer to it comes back through its node)."""
+    lines = ["link set lo up", f"addr add {ip}/{NODE_PREFIX_LEN} dev eth0", "link set eth0 up"]
+    lines += [f"route add {node_pod_cidr(i)} via {node_ip(i)}" for i in range(nodes)]
+    return "\n".join(lines) + "\n"
+
+
 def pod_script(*, ip: str, gateway: str) -> str:
     return (
         "link set lo up\n"

@@ -117,6 +117,12 @@ class NetnsCluster:
     def set_ready(self, pod: str, ready: bool) -> None:
         self._request("set_ready", pod=pod, ready=ready)
 
+    def set_external_traffic_policy(self, policy: str) -> None:
+        """The echo Service's externalTrafficPolicy (``Cluster`` or ``Local``), as ``kubectl patch`` sets it:
+        returns once every node's dataplane has it. Not part of the Cluster protocol: only the netns
+        provider's NodePort paths use it."""
+        self._request("set_external_traffic_policy", policy=policy)
+
     def replace(self, pod: str, *, max_surge: int = 0, drain_timeout: float = 5.0) -> str:
         timeout = UP_TIMEOUT + drain_timeout
         return str(

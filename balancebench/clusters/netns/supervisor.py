@@ -31,11 +31,19 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from balancebench.clusters.base import ClusterSpec, ClusterStatus, Pod, PodRole, Service
+from balancebench.clusters.base import (
+    EXTERNAL_TRAFFIC_POLICIES,
+    OUTSIDE,
+    ClusterSpec,
+    ClusterStatus,
+    Pod,
+    PodRole,
+    Service,
+)
 from balancebench.clusters.netns import addressing, control, echohosts, kernels, namespaces, network
 from balancebench.clusters.netns.dataplanes import (
     Dataplane,
@@ -117,7 +125,7 @@ class Supervisor:
         )
         self.dataplane: Dataplane | None = None
         self.endpoints: tuple[Endpoint, ...] = ()
-        self._serials: dict[PodRole, int] = {"target": 0, "source": 0, "proxy": 0}
+        self._serials: dict[PodRole, int] = {"target": 0, "source": 0, "proxy": 0, "client": 0}
         self._next_host = [addressing.FIRST_POD_HOST] * spec.nodes
         self._veths = 0
         self._lock = asyncio.Lock()
@@ -243,12 +251,15 @@ class Supervisor:
             self._plan("proxy", node=addressing.round_robin_node(i, spec.nodes)) for i in range(spec.proxies)
         ]
         pods = targets + sources + proxies
+        clients = [self._plan_client() for _ in range(spec.clients)]
         # The shared echo hosts import Python and aiohttp (~0.4 s of CPU each) while the pods are wired.
         for pod in targets[: self.shared_hosts]:
             self._host_for(pod)
-        namespaces.create([p.netns for p in pods])
+        namespaces.create([p.netns for p in pods + clients])
         self.nodes.build([p.link for p in pods])
         self._wire_pods(pods)
+        if clients:
+            self._wire_clients(clients)
         log.info(
             "wired %d %s nodes and %d pods in %.0f ms",
             spec.nodes,
@@ -320,6 +331,32 @@ class Supervisor:
         self.pods[name] = pod
         return pod
 
+    def _plan_client(self) -> PodState:
+        serial = self._serials["client"]
+        self._serials["client"] += 1
+        self._veths += 1
+        name = addressing.client_name(serial)
+        pod = PodState(
+            name=name,
+            role="client",
+            serial=serial,
+            node=-1,
+            ip=addressing.client_ip(serial),
+            veth=f"bbc{self._veths}",
+        )
+        self.pods[name] = pod
+        return pod
+
+    def _wire_clients(self, clients: Sequence[PodState]) -> None:
+        """Client namespaces on the node network (the nodes' bridge), as machines next to a kind cluster on
+        its Docker network: they reach every node directly and pods only through a node (a NodePort)."""
+        run(["ip", "-batch", "-"], input=network.client_links_script([(c.name, c.veth) for c in clients]))
+        for client in clients:
+            run(
+                ["ip", "-n", client.name, "-batch", "-"],
+                input=network.client_script(ip=client.ip, nodes=self.spec.nodes),
+            )
+
     def _wire_pods(self, pods: Sequence[PodState]) -> None:
         """Pod-side addresses and routes, and (ebpf) pod cgroups; node and sandbox sides exist already."""
         static = self.nodes.kernel == "host"  # host nodes give a pod's link fixed MACs (network.node_script)
@@ -346,7 +383,8 @@ class Supervisor:
 
     def pod_env(self, pod: PodState) -> dict[str, str]:
         """The downward-API variables every pod process gets (the echo server names itself from them)."""
-        return {"POD_NAME": pod.name, "POD_IP": pod.ip, "NODE_NAME": self.node_names[pod.node]}
+        node = OUTSIDE if pod.role == "client" else self.node_names[pod.node]
+        return {"POD_NAME": pod.name, "POD_IP": pod.ip, "NODE_NAME": node}
 
     def _host_for(self, pod: PodState) -> echohosts.EchoHostProcess:
         """The echo host that serves ``pod``, started if it is not running yet."""
@@ -494,14 +532,15 @@ class Supervisor:
                 if changed:
                     self._sync()
 
-    def _sync(self) -> None:
-        """Program the dataplane with the ready endpoints (kube-proxy's syncProxyRules)."""
+    def _sync(self, *, force: bool = False) -> None:
+        """Program the dataplane with the ready endpoints (kube-proxy's syncProxyRules); ``force``: also
+        when they did not change (the Service did)."""
         endpoints = tuple(
-            Endpoint(pod=p.name, ip=p.ip, port=self.spec.target_port)
+            Endpoint(pod=p.name, ip=p.ip, port=self.spec.target_port, node=self.node_names[p.node])
             for p in sorted(self.pods.values(), key=lambda p: p.serial)
             if p.role == "target" and p.ready and not p.removing
         )
-        if endpoints == self.endpoints or self.dataplane is None:
+        if (endpoints == self.endpoints and not force) or self.dataplane is None:
             return
         started = time.monotonic()
         self.dataplane.sync(endpoints)
@@ -536,7 +575,7 @@ class Supervisor:
                 Pod(
                     name=p.name,
                     role=p.role,
-                    node=self.node_names[p.node],
+                    node=OUTSIDE if p.role == "client" else self.node_names[p.node],
                     ip=p.ip,
                     ready=p.ready if p.role == "target" else True,
                 )
@@ -717,6 +756,21 @@ class Supervisor:
                 pod.ready, pod.failures = ready, 0
                 self._sync()
 
+    async def set_external_traffic_policy(self, policy: str) -> None:
+        """``kubectl patch service echo`` of its externalTrafficPolicy: every node's kube-proxy resyncs."""
+        if policy not in EXTERNAL_TRAFFIC_POLICIES:
+            raise InvalidInput(
+                f"unknown externalTrafficPolicy {policy!r}: choose {' or '.join(EXTERNAL_TRAFFIC_POLICIES)}"
+            )
+        async with self._lock:
+            if policy == self.service.external_traffic_policy:
+                return
+            self.service = replace(self.service, external_traffic_policy=policy)
+            if self.dataplane is not None:
+                self.dataplane.set_service(self.service)
+                self._sync(force=True)
+            log.info("service externalTrafficPolicy is now %s", policy)
+
     async def pod_http(
         self, name: str, path: str, *, method: str = "GET", body: bytes | None = None, port: int | None = None
     ) -> tuple[int, bytes]:
@@ -784,6 +838,9 @@ class Supervisor:
         if op == "set_ready":
             await self.set_ready(req["pod"], bool(req["ready"]))
             return None
+        if op == "set_external_traffic_policy":
+            await self.set_external_traffic_policy(str(req["policy"]))
+            return None
         if op == "replace":
             return await self.replace(
                 req["pod"], max_surge=int(req.get("max_surge", 0)), drain_timeout=float(req["drain_timeout"])
@@ -803,7 +860,8 @@ class Supervisor:
         if name in self.node_names:
             return {"cgroup": None, **self.nodes.exec_info(name)}
         pod = self._pod(name)
-        cgroup = str(self.cgroup / pod.name) if self.cgroup is not None else None
+        # A client is outside the cluster: no pod cgroup (so no socket load balancing of its connect()s).
+        cgroup = str(self.cgroup / pod.name) if self.cgroup is not None and pod.role != "client" else None
         return {"netns": pod.netns, "cgroup": cgroup, "env": self.pod_env(pod)}
 
 

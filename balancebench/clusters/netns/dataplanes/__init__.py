@@ -3,10 +3,11 @@
 A dataplane turns the list of ready endpoints into the kernel state that balances connections to the
 Service: kube-proxy's ``iptables``, ``nftables`` and ``ipvs`` modes in every node, or Cilium-style socket
 load balancing (``ebpf``) at ``connect()``. The supervisor calls ``setup()`` once, then ``sync(endpoints)``
-whenever readiness changes, and ``tick()`` every second (IPVS deletes drained real servers then); it never
-knows which one it drives. Every command a dataplane runs in a node goes through the node's
-:class:`NodeShell` (``nsenter`` into a host namespace, or a UML node's agent), so the same code programs
-host-kernel and User-Mode Linux nodes; ``NODE_KERNELS`` in each module says which kernels it runs on.
+whenever readiness changes (or, after ``set_service``, the Service's externalTrafficPolicy), and
+``tick()`` every second (IPVS deletes drained real servers then); it never knows which one it drives.
+Every command a dataplane runs in a node goes through the node's :class:`NodeShell` (``nsenter`` into a
+host namespace, or a UML node's agent), so the same code programs host-kernel and User-Mode
+Linux nodes; ``NODE_KERNELS`` in each module says which kernels it runs on.
 
 >>> check("ipvs", "host")  # on this kernel
 MissingFeature: dataplane ipvs needs the kernel's IPVS (CONFIG_IP_VS), which this kernel lacks: …
@@ -36,6 +37,14 @@ class Endpoint:
     pod: str
     ip: str
     port: int
+    node: str = ""
+    """The node the pod runs on (the EndpointSlice's ``nodeName``): what externalTrafficPolicy Local keeps."""
+
+
+def node_local(endpoints: Sequence[Endpoint], node: str) -> list[Endpoint]:
+    """The endpoints on ``node``: where its NodePort sends outside traffic under externalTrafficPolicy
+    Local."""
+    return [ep for ep in endpoints if ep.node == node]
 
 
 class NodeShell(Protocol):
@@ -102,6 +111,10 @@ class Dataplane(Protocol):
 
     def tick(self) -> None:
         """Periodic housekeeping between syncs (IPVS: delete terminating real servers once drained)."""
+        ...
+
+    def set_service(self, service: Service) -> None:
+        """The Service changed (its externalTrafficPolicy): the next ``sync`` programs it so."""
         ...
 
 

@@ -21,8 +21,10 @@ import os
 import shutil
 import struct
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from balancebench.clusters.base import Service
 from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, require_tools
 from balancebench.clusters.netns.runtime import cgroup2_root
 from balancebench.errors import ClusterError, MissingFeature
@@ -161,6 +163,11 @@ class EbpfDataplane:
 
     def tick(self) -> None:
         """Nothing to do between syncs: a connected socket keeps the backend it was given."""
+
+    def set_service(self, service: Service) -> None:
+        """Kept, not programmed: externalTrafficPolicy is for traffic from outside the cluster's cgroup, which
+        this dataplane does not balance (the NodePort paths refuse ebpf)."""
+        self.context = replace(self.context, service=service)
 
 
 def create(context: DataplaneContext, option: str | None = None) -> EbpfDataplane:

@@ -9,6 +9,10 @@ are kube-proxy's: base32 of sha256, 16 characters. Each sync is one ``iptables-r
 redeclares (flushes) every KUBE chain and deletes stale ones, so it is atomic and conntrack keeps
 established connections on their pod.
 
+externalTrafficPolicy Local is kube-proxy's too: ``KUBE-EXT-<hash>`` sends pod and node-local sources to
+``KUBE-SVC`` and everything else, unmasqueraded, to ``KUBE-SVL-<hash>`` over this node's own endpoints; a
+node without one has no KUBE-SVL and a DROP in KUBE-EXTERNAL-SERVICES ("… has no local endpoints").
+
 >>> print(restore_input(context, endpoints=[…], stale=[]))
 *nat
 :KUBE-SERVICES - [0:0]
@@ -20,9 +24,18 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
+from balancebench.clusters.base import Service
 from balancebench.clusters.netns.addressing import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_PORT_NAME
-from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, on_every_node, require_tools
+from balancebench.clusters.netns.dataplanes import (
+    DataplaneContext,
+    Endpoint,
+    Node,
+    node_local,
+    on_every_node,
+    require_tools,
+)
 
 MASQUERADE_MARK = "0x4000"
 SERVICE_PORT = f"{SERVICE_NAMESPACE}/{SERVICE_NAME}:{SERVICE_PORT_NAME}"
@@ -82,6 +95,33 @@ def external_chain(service_port: str = SERVICE_PORT) -> str:
     return f"KUBE-EXT-{chain_hash(service_port, PROTOCOL)}"
 
 
+def local_chain(service_port: str = SERVICE_PORT) -> str:
+    """``KUBE-SVL-``: the endpoints on this node, for externalTrafficPolicy Local."""
+    return f"KUBE-SVL-{chain_hash(service_port, PROTOCOL)}"
+
+
+def chains(context: DataplaneContext, endpoints: Sequence[Endpoint], node: str) -> set[str]:
+    """The service's nat chains on ``node`` (KUBE-SVL only where Local has endpoints on it)."""
+    if not endpoints:
+        return set()
+    names = {service_chain(), external_chain(), *(endpoint_chain(ep) for ep in endpoints)}
+    if context.service.external_traffic_policy == "Local" and node_local(endpoints, node):
+        names.add(local_chain())
+    return names
+
+
+def _cascade(chain: str, endpoints: Sequence[Endpoint]) -> list[str]:
+    """kube-proxy's writeServiceToEndpointRules: the statistic cascade from ``chain`` to ``endpoints``."""
+    rules = []
+    for i, ep in enumerate(endpoints):
+        remaining = len(endpoints) - i
+        pick = f"-m statistic --mode random --probability {probability(remaining)} " if remaining > 1 else ""
+        # kube-proxy names the endpoint in the comment only when there is a choice to make.
+        comment = f'"{SERVICE_PORT} -> {ep.ip}:{ep.port}"' if len(endpoints) > 1 else SERVICE_PORT
+        rules.append(f"-A {chain} -m comment --comment {comment} {pick}-j {endpoint_chain(ep)}")
+    return rules
+
+
 def endpoint_chain(endpoint: Endpoint, service_port: str = SERVICE_PORT) -> str:
     """``KUBE-SEP-`` + the hash of the service port name, protocol and ``ip:port``."""
     return f"KUBE-SEP-{chain_hash(service_port, PROTOCOL, f'{endpoint.ip}:{endpoint.port}')}"
@@ -92,10 +132,14 @@ def probability(remaining: int) -> str:
     return f"{1.0 / remaining:0.10f}"
 
 
-def restore_input(context: DataplaneContext, *, endpoints: Sequence[Endpoint], stale: Iterable[str]) -> str:
-    """One sync's ``iptables-restore --noflush`` input (nat and filter tables)."""
+def restore_input(
+    context: DataplaneContext, *, endpoints: Sequence[Endpoint], stale: Iterable[str], node: str = ""
+) -> str:
+    """One sync's ``iptables-restore --noflush`` input (nat and filter tables) for ``node``."""
     service = context.service
-    svc, ext = service_chain(), external_chain()
+    svc, ext, svl = service_chain(), external_chain(), local_chain()
+    local = service.external_traffic_policy == "Local"
+    on_node = node_local(endpoints, node) if local else []
     dest = f"-m tcp -p tcp -d {service.cluster_ip} --dport {service.port}"
     stale = list(stale)
     nat = [
@@ -103,7 +147,9 @@ def restore_input(context: DataplaneContext, *, endpoints: Sequence[Endpoint], s
         *(f":{c} - [0:0]" for c in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ")),
     ]
     if endpoints:
-        nat += [f":{svc} - [0:0]", f":{ext} - [0:0]", *(f":{endpoint_chain(ep)} - [0:0]" for ep in endpoints)]
+        nat += [f":{svc} - [0:0]", f":{ext} - [0:0]"]
+        nat += [f":{svl} - [0:0]"] if on_node else []
+        nat += [f":{endpoint_chain(ep)} - [0:0]" for ep in endpoints]
     nat += [f":{chain} - [0:0]" for chain in stale]
     if endpoints:
         nat += [
@@ -120,22 +166,31 @@ def restore_input(context: DataplaneContext, *, endpoints: Sequence[Endpoint], s
         '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE '
         "--random-fully",
     ]
-    if endpoints:
+    if endpoints and not local:
         nat += [
             f'-A {ext} -m comment --comment "masquerade traffic for {SERVICE_PORT} external destinations" '
             "-j KUBE-MARK-MASQ",
             f"-A {ext} -j {svc}",
-            f'-A {svc} -m comment --comment "{SERVICE_PORT} cluster IP" {dest} ! -s {context.pod_cidr} '
-            "-j KUBE-MARK-MASQ",
         ]
-        for i, ep in enumerate(endpoints):
-            remaining = len(endpoints) - i
-            pick = (
-                f"-m statistic --mode random --probability {probability(remaining)} " if remaining > 1 else ""
-            )
-            # kube-proxy names the endpoint in the comment only when there is a choice to make.
-            comment = f'"{SERVICE_PORT} -> {ep.ip}:{ep.port}"' if len(endpoints) > 1 else SERVICE_PORT
-            nat.append(f"-A {svc} -m comment --comment {comment} {pick}-j {endpoint_chain(ep)}")
+    elif endpoints:
+        # externalTrafficPolicy Local, as kube-proxy writes it: pods and the node itself still reach every
+        # endpoint; traffic from outside goes to this node's own endpoints (KUBE-SVL), keeping its source.
+        nat += [
+            f'-A {ext} -m comment --comment "pod traffic for {SERVICE_PORT} external destinations" '
+            f"-s {context.pod_cidr} -j {svc}",
+            f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {SERVICE_PORT} external '
+            'destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ',
+            f'-A {ext} -m comment --comment "route LOCAL traffic for {SERVICE_PORT} external destinations" '
+            f"-m addrtype --src-type LOCAL -j {svc}",
+        ]
+        nat += [f"-A {ext} -j {svl}"] if on_node else []
+    if endpoints:
+        nat.append(
+            f'-A {svc} -m comment --comment "{SERVICE_PORT} cluster IP" {dest} ! -s {context.pod_cidr} '
+            "-j KUBE-MARK-MASQ"
+        )
+        nat += _cascade(svc, endpoints)
+        nat += _cascade(svl, on_node)
         for ep in endpoints:
             sep = endpoint_chain(ep)
             nat += [
@@ -158,6 +213,12 @@ def restore_input(context: DataplaneContext, *, endpoints: Sequence[Endpoint], s
             f"--dst-type LOCAL -m tcp -p tcp --dport {service.node_port} -j REJECT "
             "--reject-with icmp-port-unreachable",
         ]
+    elif local and not on_node:
+        # What KUBE-EXT did not short-circuit (traffic from outside) reaches INPUT undNATed: dropped.
+        filter_.append(
+            f'-A KUBE-EXTERNAL-SERVICES -m comment --comment "{SERVICE_PORT} has no local endpoints" -m '
+            f"addrtype --dst-type LOCAL -m tcp -p tcp --dport {service.node_port} -j DROP"
+        )
     filter_ += [
         f'-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark '
         f"{MASQUERADE_MARK}/{MASQUERADE_MARK} -j ACCEPT",
@@ -173,23 +234,26 @@ class IptablesDataplane:
 
     def __init__(self, context: DataplaneContext) -> None:
         self.context = context
-        self._chains: set[str] = set()
+        self._chains: dict[str, set[str]] = {node.name: set() for node in context.nodes}
 
     def setup(self) -> None:
         for node in self.context.nodes:
             node.shell.run(node.shell.iptables_restore, input=_JUMPS)
         self.sync([])
 
+    def set_service(self, service: Service) -> None:
+        self.context = replace(self.context, service=service)
+
     def sync(self, endpoints: Sequence[Endpoint]) -> None:
-        chains = {endpoint_chain(ep) for ep in endpoints}
-        if endpoints:
-            chains |= {service_chain(), external_chain()}
-        rules = restore_input(self.context, endpoints=endpoints, stale=sorted(self._chains - chains))
+        def program(node: Node) -> None:
+            wanted = chains(self.context, endpoints, node.name)
+            stale = sorted(self._chains[node.name] - wanted)
+            rules = restore_input(self.context, endpoints=endpoints, stale=stale, node=node.name)
+            node.shell.run(node.shell.iptables_restore, input=rules)
+            self._chains[node.name] = wanted
+
         # Each node's kube-proxy syncs on its own: all nodes at once.
-        on_every_node(
-            self.context.nodes, lambda node: node.shell.run(node.shell.iptables_restore, input=rules)
-        )
-        self._chains = chains
+        on_every_node(self.context.nodes, program)
 
     def tick(self) -> None:
         """Nothing to do between syncs: conntrack keeps established connections on their pod."""

@@ -15,6 +15,11 @@ node, else given weight 0 (no new connection; established ones carry on) and del
 active and inactive connection counts there reach 0. An endpoint that comes back while terminating is
 deleted and added afresh, as kube-proxy moves it out of its graceful-delete list.
 
+With externalTrafficPolicy Local a node's NodePort virtual server has only that node's own pods as real
+servers (kube-proxy's ``onlyNodeLocalEndpoints``), and the NodePort is not masqueraded (kube-proxy's
+KUBE-NODE-PORT-LOCAL-TCP ipset): on a node without one, IPVS finds no real server and refuses the
+connection (an ICMP port unreachable).
+
 Host kernels without IPVS (``CONFIG_IP_VS`` unset, as on the machines this project is built on) run it on
 User-Mode Linux node kernels (``--node-kernel auto`` picks them); there the iptables backend is legacy, as
 the UML kernel has no nftables IPv4 family.
@@ -30,13 +35,16 @@ import platform
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from balancebench.clusters.base import Service
 from balancebench.clusters.netns.dataplanes import (
     DEFAULT_IPVS_SCHEDULER,
     DataplaneContext,
     Endpoint,
     Node,
+    node_local,
     on_every_node,
     require_tools,
 )
@@ -84,8 +92,13 @@ def check(kernel: str = "host") -> None:
     require_tools("ipvs", "ipvsadm", "iptables-legacy-restore" if kernel == "uml" else "iptables-restore")
 
 
-def masquerade_rules(context: DataplaneContext) -> str:
-    """The nat table kube-proxy's IPVS proxier writes (one Service, so plain matches instead of ipsets)."""
+def masquerade_rules(context: DataplaneContext, *, jumps: bool = True) -> str:
+    """The nat table kube-proxy's IPVS proxier writes (one Service, so plain matches instead of ipsets).
+
+    ``jumps``: also the built-in chains' jumps to KUBE chains (once, at setup; a resync redeclares, so
+    flushes, only the KUBE chains). With externalTrafficPolicy Local the NodePort returns before
+    KUBE-MARK-MASQ, as kube-proxy's KUBE-NODE-PORT-LOCAL-TCP ipset match does: outside clients keep their
+    address."""
     service = context.service
     lines = [
         "*nat",
@@ -93,13 +106,25 @@ def masquerade_rules(context: DataplaneContext) -> str:
         ":KUBE-NODE-PORT - [0:0]",
         ":KUBE-POSTROUTING - [0:0]",
         ":KUBE-MARK-MASQ - [0:0]",
-        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
-        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+    ]
+    if jumps:
+        lines += [
+            '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+            '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+            '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        ]
+    lines += [
         '-A KUBE-SERVICES -m comment --comment "Kubernetes service cluster ip + port for masquerade '
         f'purpose" ! -s {context.pod_cidr} -d {service.cluster_ip}/32 -p tcp -m tcp --dport {service.port} '
         "-j KUBE-MARK-MASQ",
         "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT",
+    ]
+    if service.external_traffic_policy == "Local":
+        lines.append(
+            '-A KUBE-NODE-PORT -p tcp -m comment --comment "Kubernetes nodeport TCP port with '
+            f'externalTrafficPolicy=local" -m tcp --dport {service.node_port} -j RETURN'
+        )
+    lines += [
         f"-A KUBE-NODE-PORT -p tcp -m tcp --dport {service.node_port} -j KUBE-MARK-MASQ",
         f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQUERADE_MARK}",
         f"-A KUBE-POSTROUTING -m mark ! --mark {MASQUERADE_MARK}/{MASQUERADE_MARK} -j RETURN",
@@ -133,16 +158,34 @@ class IpvsDataplane:
     def __init__(self, context: DataplaneContext, scheduler: str = DEFAULT_IPVS_SCHEDULER) -> None:
         self.context = context
         self.scheduler = scheduler
-        self._active: list[str] = []
+        self._active: dict[str, dict[str, list[str]]] = {node.name: {} for node in context.nodes}
+        """Per node, per virtual server: the real servers it has at weight 1."""
         self._terminating: dict[str, set[RealServer]] = {node.name: set() for node in context.nodes}
         self._checked = 0.0
+        self._rules_stale = False
 
     def virtual_servers(self, node: Node) -> list[str]:
         service = self.context.service
         return [f"{service.cluster_ip}:{service.port}", f"{node.ip}:{service.node_port}"]
 
+    def wanted(self, node: Node, endpoints: Sequence[Endpoint]) -> dict[str, list[str]]:
+        """Each virtual server's real servers on ``node``, sorted as kube-proxy adds them (so every node's
+        scheduler state starts out the same): the NodePort's are the node's own pods under Local."""
+        cluster_ip, node_port = self.virtual_servers(node)
+        local = self.context.service.external_traffic_policy == "Local"
+        return {
+            cluster_ip: sorted({real_server(ep) for ep in endpoints}),
+            node_port: sorted(
+                {real_server(ep) for ep in (node_local(endpoints, node.name) if local else endpoints)}
+            ),
+        }
+
     def setup(self) -> None:
         on_every_node(self.context.nodes, self._setup_node)
+
+    def set_service(self, service: Service) -> None:
+        self._rules_stale = service.external_traffic_policy != self.context.service.external_traffic_policy
+        self.context = replace(self.context, service=service)
 
     def _setup_node(self, node: Node) -> None:
         service = self.context.service
@@ -157,28 +200,36 @@ class IpvsDataplane:
         node.shell.run(["ipvsadm", "-R"], input="\n".join(commands) + "\n")
 
     def sync(self, endpoints: Sequence[Endpoint]) -> None:
-        # kube-proxy adds in sorted order, so every node's scheduler state starts out the same.
-        wanted = sorted({real_server(ep) for ep in endpoints})
-        added = [rs for rs in wanted if rs not in self._active]
-        removed = [rs for rs in self._active if rs not in wanted]
+        rules_stale, self._rules_stale = self._rules_stale, False
 
         def sync_node(node: Node) -> None:
+            if rules_stale:
+                node.shell.run(node.shell.iptables_restore, input=masquerade_rules(self.context, jumps=False))
             virtual = self.virtual_servers(node)
+            wanted = self.wanted(node, endpoints)
+            active = self._active[node.name]
+            added = {vs: [rs for rs in wanted[vs] if rs not in active.get(vs, [])] for vs in virtual}
+            removed = {vs: [rs for rs in active.get(vs, []) if rs not in wanted[vs]] for vs in virtual}
+            gone = list(dict.fromkeys(rs for vs in virtual for rs in removed[vs]))
             terminating = self._terminating[node.name]
-            counts = self._counts(node) if removed else {}
-            delete = sorted(pair for pair in terminating if pair[1] in added)
-            delete += [(vs, rs) for rs in removed for vs in virtual if counts.get((vs, rs), 0) == 0]
-            weight_zero = [(vs, rs) for rs in removed for vs in virtual if counts.get((vs, rs), 0) > 0]
+            counts = self._counts(node) if gone else {}
+            delete = sorted(pair for pair in terminating if pair[1] in added[pair[0]])
+            delete += [
+                (vs, rs) for rs in gone for vs in virtual if rs in removed[vs] and not counts.get((vs, rs))
+            ]
+            weight_zero = [
+                (vs, rs) for rs in gone for vs in virtual if rs in removed[vs] and counts.get((vs, rs))
+            ]
             terminating -= set(delete)
             terminating |= set(weight_zero)
             lines = [f"-d -t {vs} -r {rs}" for vs, rs in delete]
-            lines += [f"-a -t {vs} -r {rs} -m -w 1" for vs in virtual for rs in added]
+            lines += [f"-a -t {vs} -r {rs} -m -w 1" for vs in virtual for rs in added[vs]]
             lines += [f"-e -t {vs} -r {rs} -m -w 0" for vs, rs in weight_zero]
             if lines:
                 node.shell.run(["ipvsadm", "-R"], input="\n".join(lines) + "\n")
+            self._active[node.name] = wanted
 
         on_every_node(self.context.nodes, sync_node)
-        self._active = wanted
 
     def tick(self) -> None:
         """Delete terminating real servers whose connections in their node have all ended."""

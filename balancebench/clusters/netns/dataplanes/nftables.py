@@ -8,6 +8,11 @@ via mark 0x4000. Each sync is one ``nft -f`` transaction that flushes and rewrit
 (never the table itself, so the NAT hooks stay registered and established connections keep their
 conntrack entries: they stay on their pod, exactly as with kube-proxy).
 
+externalTrafficPolicy Local is kube-proxy's too: the NodePort's ``external-…`` chain short-circuits pod and
+node-local sources to the service chain, and sends everything else, unmasqueraded, to a ``local-…`` chain
+over this node's own endpoints; a node without one gets no local chain and a ``drop`` in
+``no-endpoint-nodeports``, so outside traffic to its NodePort is dropped.
+
 >>> print(ruleset(context, node_ip="172.18.0.2", endpoints=[…], stale=[]))
 add table ip kube-proxy { comment "rules for kube-proxy" ; }
 …
@@ -18,12 +23,15 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
+from balancebench.clusters.base import Service
 from balancebench.clusters.netns.addressing import SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_PORT_NAME
 from balancebench.clusters.netns.dataplanes import (
     DataplaneContext,
     Endpoint,
     Node,
+    node_local,
     on_every_node,
     require_tools,
 )
@@ -108,10 +116,36 @@ def endpoint_chain(endpoint: Endpoint, base: str = SERVICE_PORT_BASE) -> str:
     return f"endpoint-{hash_and_truncate(f'{base}__{endpoint.ip}/{endpoint.port}')}"
 
 
+def local_chain(base: str = SERVICE_PORT_BASE) -> str:
+    """``local-<HASH>-…``: the endpoints on this node, for externalTrafficPolicy Local."""
+    return f"local-{hash_and_truncate(base)}"
+
+
+def chains(context: DataplaneContext, endpoints: Sequence[Endpoint], node: str) -> set[str]:
+    """The service's chains on ``node`` for ``endpoints`` (the local chain only where it has endpoints)."""
+    if not endpoints:
+        return set()
+    names = {service_chain(), external_chain(), *(endpoint_chain(ep) for ep in endpoints)}
+    if context.service.external_traffic_policy == "Local" and node_local(endpoints, node):
+        names.add(local_chain())
+    return names
+
+
+def _pick(chain: str, endpoints: Sequence[Endpoint]) -> str:
+    targets = " , ".join(f"{i} : goto {endpoint_chain(ep)}" for i, ep in enumerate(endpoints))
+    return f"add rule {TABLE} {chain} numgen random mod {len(endpoints)} vmap {{ {targets} }}"
+
+
 def ruleset(
-    context: DataplaneContext, *, node_ip: str, endpoints: Sequence[Endpoint], stale: Iterable[str]
+    context: DataplaneContext,
+    *,
+    node_ip: str,
+    endpoints: Sequence[Endpoint],
+    stale: Iterable[str],
+    node: str = "",
 ) -> str:
-    """One node's whole sync transaction; ``stale`` are chains of the previous sync to delete."""
+    """One node's (``node``, at ``node_ip``) whole sync transaction; ``stale`` are chains of the previous
+    sync to delete."""
     service = context.service
     lines = [f'add table {TABLE} {{ comment "rules for kube-proxy" ; }}']
     for kind, name, spec in _SETS:
@@ -150,21 +184,36 @@ def ruleset(
         f"add element {TABLE} cluster-ips {{ {service.cluster_ip} }}",
     ]
 
-    svc, ext = service_chain(), external_chain()
+    svc, ext, loc = service_chain(), external_chain(), local_chain()
+    local = service.external_traffic_policy == "Local"
+    on_node = node_local(endpoints, node) if local else []
     if endpoints:
         # Declare every chain before the first rule that jumps to one of them.
-        for chain in (svc, ext, *(endpoint_chain(ep) for ep in endpoints)):
+        for chain in sorted(chains(context, endpoints, node)):
             lines += [f"add chain {TABLE} {chain}", f"flush chain {TABLE} {chain}"]
         lines.append(
             f"add rule {TABLE} {svc} ip daddr {service.cluster_ip} ip saddr != {context.pod_cidr} "
             "jump mark-for-masquerade"
         )
-        targets = " , ".join(f"{i} : goto {endpoint_chain(ep)}" for i, ep in enumerate(endpoints))
-        lines.append(f"add rule {TABLE} {svc} numgen random mod {len(endpoints)} vmap {{ {targets} }}")
-        lines += [
-            f"add rule {TABLE} {ext} jump mark-for-masquerade",
-            f"add rule {TABLE} {ext} goto {svc}",
-        ]
+        lines.append(_pick(svc, endpoints))
+        if not local:
+            lines += [
+                f"add rule {TABLE} {ext} jump mark-for-masquerade",
+                f"add rule {TABLE} {ext} goto {svc}",
+            ]
+        else:
+            # externalTrafficPolicy Local, as kube-proxy writes it: pods and the node itself still reach
+            # every endpoint; traffic from outside goes to this node's own endpoints, unmasqueraded.
+            lines += [
+                f'add rule {TABLE} {ext} ip saddr {context.pod_cidr} goto {svc} comment "short-circuit pod '
+                'traffic"',
+                f"add rule {TABLE} {ext} fib saddr type local jump mark-for-masquerade comment "
+                '"masquerade local traffic"',
+                f"add rule {TABLE} {ext} fib saddr type local goto {svc} comment "
+                '"short-circuit local traffic"',
+            ]
+            if on_node:
+                lines += [f"add rule {TABLE} {ext} goto {loc}", _pick(loc, on_node)]
         for ep in endpoints:
             chain = endpoint_chain(ep)
             lines += [
@@ -175,6 +224,12 @@ def ruleset(
             f"add element {TABLE} service-ips {{ {service.cluster_ip} . tcp . {service.port} : goto {svc} }}",
             f"add element {TABLE} service-nodeports {{ tcp . {service.node_port} : goto {ext} }}",
         ]
+        if local and not on_node:
+            # No endpoint on this node: what the external chain did not short-circuit is dropped.
+            lines.append(
+                f"add element {TABLE} no-endpoint-nodeports {{ tcp . {service.node_port} "
+                f'comment "{SERVICE_PORT}" : drop }}'
+            )
     else:
         lines += [
             f"add element {TABLE} no-endpoint-services {{ {service.cluster_ip} . tcp . {service.port} "
@@ -195,25 +250,25 @@ class NftablesDataplane:
 
     def __init__(self, context: DataplaneContext) -> None:
         self.context = context
-        self._chains: set[str] = set()
+        self._chains: dict[str, set[str]] = {node.name: set() for node in context.nodes}
 
     def setup(self) -> None:
         self.sync([])
 
-    def sync(self, endpoints: Sequence[Endpoint]) -> None:
-        chains = {endpoint_chain(ep) for ep in endpoints}
-        if endpoints:
-            chains |= {service_chain(), external_chain()}
-        stale = sorted(self._chains - chains)
+    def set_service(self, service: Service) -> None:
+        self.context = replace(self.context, service=service)
 
+    def sync(self, endpoints: Sequence[Endpoint]) -> None:
         def program(node: Node) -> None:
-            rules = ruleset(self.context, node_ip=node.ip, endpoints=endpoints, stale=stale)
+            wanted = chains(self.context, endpoints, node.name)
+            stale = sorted(self._chains[node.name] - wanted)
+            rules = ruleset(self.context, node_ip=node.ip, endpoints=endpoints, stale=stale, node=node.name)
             node.shell.run(["nft", "-f", "-"], input=rules)
+            self._chains[node.name] = wanted
 
         # Each node's kube-proxy syncs on its own, so all nodes at once (with 1,000 endpoints one node's
         # transaction takes ~0.1-0.2 s: 20 nodes one after another would take seconds).
         on_every_node(self.context.nodes, program)
-        self._chains = chains
 
     def tick(self) -> None:
         """Nothing to do between syncs: conntrack keeps established connections on their pod."""
