@@ -190,7 +190,8 @@ def run_cell(
     if load.duration_s is None:
         raise InvalidInput(f"cell {cell.id}: a cell needs a duration, e.g. 15s")
     status = cluster.status()
-    sources = _pick_sources(status.sources(), source_pods, cluster.name)
+    outside = entry is not None and entry.outside
+    sources = _pick_sources(status.clients() if outside else status.sources(), source_pods, cluster.name)
     master_pod = status.load_master or sources[0]  # a pod of its own where the cluster has one (kind)
     service = status.service
     host = entry.host if entry is not None else f"http://{service.cluster_ip}:{service.port}"

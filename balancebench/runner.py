@@ -135,7 +135,7 @@ def cluster_spec(scenario: Scenario, dataplane: str, *, tls: Certificates | None
         node_kernel=scenario.cluster.node_kernel,
         echo_args=(*scenario.echo.flags(), *tls_args),
         pod_echo_args=scenario.echo.pod_flags(),
-        **paths.cluster_needs(scenario.paths),
+        **paths.cluster_needs(scenario.paths, sources=scenario.cluster.sources),
     )
 
 
@@ -174,9 +174,16 @@ def plan(scenario: Scenario, options: ProviderOptions | None = None) -> tuple[Sc
         missing = paths.missing(path, provider.name)
         if missing is not None:
             raise MissingFeature(missing)
+
     available: list[str] = []
     skipped: dict[str, str] = {}
     for dataplane in dataplanes_of(scenario, provider):
+        refused = next(filter(None, (paths.refuses(path, dataplane) for path in scenario.paths)), None)
+        if refused is not None:
+            if scenario.dataplanes != "all":
+                raise InvalidInput(refused)
+            skipped[dataplane] = refused
+            continue
         try:
             provider.check(cluster_spec(scenario, dataplane))
         except MissingFeature as exc:
@@ -380,7 +387,7 @@ def cell_meta(
         policy_spec=policy.spec(),
         driver=load.driver,
         path=cell.path,
-        decision=paths.decision(cell.path),
+        decision=paths.decision(cell.path, status),
         proxy=paths.proxy(cell.path),
         server_connections=None if result is None else dict(result.server_connections_per_pod),
         repetition=cell.repetition,
@@ -388,7 +395,10 @@ def cell_meta(
         open_loop=load.open_loop,
         concurrency=max(1, concurrency),
         target_pods=tuple(targets),
-        source_pods=tuple(PodRef(name=p.name, node=p.node) for p in status.sources()),
+        source_pods=tuple(
+            PodRef(name=p.name, node=p.node)
+            for p in (status.clients() if paths.outside(cell.path) else status.sources())
+        ),
         server_requests=None if result is None else result.server_requests,
         started=started,
         finished=datetime.now(UTC),

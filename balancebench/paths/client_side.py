@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 
-from balancebench.clusters.base import Cluster
+from balancebench.clusters.base import Cluster, ClusterStatus
 from balancebench.errors import RunError
 from balancebench.paths.base import Entry, settled_status
 
@@ -19,14 +19,19 @@ class ClientSidePath:
     name = "client-side"
     options: tuple[str, ...] = ("round_robin", "random")
     proxy: str | None = None
+    traffic_policy = False
+    outside = False
 
     def missing(self, provider: str) -> str | None:
         return None
 
-    def cluster_needs(self, option: str) -> Mapping[str, int]:
+    def refuses(self, dataplane: str) -> str | None:
+        return None
+
+    def cluster_needs(self, option: str, *, sources: int) -> Mapping[str, int]:
         return {}
 
-    def decision(self, option: str) -> str:
+    def decision(self, option: str, status: ClusterStatus | None = None) -> str:
         how = "in turn" if option == "round_robin" else "at random"
         return f"Balanced per request at the client, which picks a ready endpoint {how} for each request."
 

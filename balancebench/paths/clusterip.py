@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 
-from balancebench.clusters.base import Cluster
+from balancebench.clusters.base import Cluster, ClusterStatus
 from balancebench.paths.base import Entry
 
 
@@ -14,14 +14,19 @@ class ClusterIpPath:
     name = "clusterip"
     options: tuple[str, ...] = ()
     proxy: str | None = None
+    traffic_policy = False
+    outside = False
 
     def missing(self, provider: str) -> str | None:
         return None
 
-    def cluster_needs(self, option: str) -> Mapping[str, int]:
+    def refuses(self, dataplane: str) -> str | None:
+        return None
+
+    def cluster_needs(self, option: str, *, sources: int) -> Mapping[str, int]:
         return {}
 
-    def decision(self, option: str) -> str:
+    def decision(self, option: str, status: ClusterStatus | None = None) -> str:
         return (
             "Balanced per connection at the source pod's node (the dataplane's pick when a connection opens)."
         )

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from balancebench.clusters.base import Cluster
+from balancebench.clusters.base import Cluster, ClusterStatus
 from balancebench.errors import RunError
 from balancebench.paths.base import Entry, settled_status
 
@@ -83,6 +83,8 @@ class IngressPath:
     name = "ingress"
     options: tuple[str, ...] = ()
     proxy: str | None = "nginx"
+    traffic_policy = False
+    outside = False
 
     def missing(self, provider: str) -> str | None:
         if provider != "netns":
@@ -94,10 +96,13 @@ class IngressPath:
             return "path ingress needs nginx: run 'make setup' (it installs Debian's nginx)"
         return None
 
-    def cluster_needs(self, option: str) -> Mapping[str, int]:
+    def refuses(self, dataplane: str) -> str | None:
+        return None
+
+    def cluster_needs(self, option: str, *, sources: int) -> Mapping[str, int]:
         return {"proxies": 1}
 
-    def decision(self, option: str) -> str:
+    def decision(self, option: str, status: ClusterStatus | None = None) -> str:
         return (
             "Balanced per request at the proxy: nginx (the ingress controller) sends each request to the "
             "next pod over its own kept-alive upstream connections."

@@ -1,8 +1,15 @@
-"""The ``loadbalancer`` path: a real HAProxy in a pod of its own (``proxy-0``) in front of every node's
-NodePort, as a LoadBalancer Service on a private cloud: HAProxy picks a node per client connection
-(``mode tcp``, its default ``balance roundrobin``; ``loadbalancer:leastconn`` or ``:source`` instead), then
-that node's dataplane picks a pod (externalTrafficPolicy Cluster). Both decisions are per connection, so a
-kept-alive client stays on one pod.
+"""The ``loadbalancer`` path: a real HAProxy outside the cluster (in the ``client-0`` namespace on the node
+network) in front of every node's NodePort, as a LoadBalancer Service on a private cloud: HAProxy picks a
+node per client connection (``mode tcp``, its default ``balance roundrobin``; ``loadbalancer:leastconn`` or
+``:source`` instead), then that node's dataplane picks a pod: any pod (externalTrafficPolicy Cluster), or
+with ``:Local`` after the option (``loadbalancer:roundrobin:Local``, ``loadbalancer:Local``) one of that
+node's own. Both decisions are per connection, so a kept-alive client stays on one pod. HAProxy here has no
+health check of kube-proxy's healthCheckNodePort, so under Local it still sends connections to a node
+without a ready pod, and they fail there.
+
+HAProxy is outside the pod network because kube-proxy sends NodePort traffic *from a pod* to any endpoint
+even under Local; for the same reason ``ebpf`` (whose socket load balancing only hooks ``connect()`` in the
+cluster's pods) is refused.
 
 Runs on the netns provider; Debian's haproxy comes from ``make setup``.
 """
@@ -17,10 +24,11 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from balancebench.clusters.base import Cluster
+from balancebench.clusters.base import Cluster, ClusterStatus
 from balancebench.clusters.netns import addressing
 from balancebench.errors import RunError
-from balancebench.paths.base import Entry
+from balancebench.paths.base import Entry, policy_of, set_traffic_policy
+from balancebench.paths.nodeport import local_pods, no_local_pod, refuses_ebpf
 
 HAPROXY = "haproxy"
 PORT = 80
@@ -51,6 +59,8 @@ class LoadBalancerPath:
     name = "loadbalancer"
     options: tuple[str, ...] = ("roundrobin", "leastconn", "source")
     proxy: str | None = "haproxy"
+    traffic_policy = True
+    outside = False
 
     def missing(self, provider: str) -> str | None:
         if provider != "netns":
@@ -59,28 +69,44 @@ class LoadBalancerPath:
             return "path loadbalancer needs haproxy: run 'make setup' (it installs Debian's haproxy)"
         return None
 
-    def cluster_needs(self, option: str) -> Mapping[str, int]:
-        return {"proxies": 1}
+    def refuses(self, dataplane: str) -> str | None:
+        return refuses_ebpf(self.name, dataplane)
 
-    def decision(self, option: str) -> str:
+    def cluster_needs(self, option: str, *, sources: int) -> Mapping[str, int]:
+        return {"clients": 1}
+
+    def decision(self, option: str, status: ClusterStatus | None = None) -> str:
+        balance, policy = policy_of(option)
+        first = f"Balanced per connection at the load balancer (HAProxy, mode tcp, balance {balance}: a node)"
+        if policy == "Cluster":
+            return f"{first}, then per connection at that node (its NodePort: any pod)."
+        empty = [n for n in status.nodes if not local_pods(status, n)] if status is not None else []
+        why = ""
+        if status is not None and empty:
+            nodes = ", ".join(no_local_pod(status, n) for n in empty)
+            why = (
+                f"; externalTrafficPolicy Local: {nodes}, and HAProxy (no health check of the "
+                "healthCheckNodePort) still sends connections there, which hang until its connect timeout"
+            )
         return (
-            f"Balanced per connection at the load balancer (HAProxy, mode tcp, balance {option}: a node), "
-            "then per connection at that node (its NodePort: a pod)."
+            f"{first}, then per connection at that node (its NodePort, externalTrafficPolicy Local: one of "
+            f"that node's own ready pods){why}."
         )
 
     @contextlib.contextmanager
     def enter(self, cluster: Cluster, option: str) -> Iterator[Entry]:
+        balance, policy = policy_of(option)
         status = cluster.status()
-        proxies = status.proxies()
-        if not proxies:
-            raise RunError(f"cluster {cluster.name} has no proxy pod for the load balancer")
-        pod = proxies[0]
+        clients = status.clients()
+        if not clients:
+            raise RunError(f"cluster {cluster.name} has no namespace outside its pods for the load balancer")
+        pod = clients[0]
         nodes = {
             name: f"{addressing.node_ip(i)}:{status.service.node_port}" for i, name in enumerate(status.nodes)
         }
         prefix = Path(tempfile.mkdtemp(prefix="bb-haproxy-"))
         conf = prefix / "haproxy.cfg"
-        conf.write_text(render(nodes, listen=f"{pod.ip}:{PORT}", balance=option, prefix=prefix))
+        conf.write_text(render(nodes, listen=f"{pod.ip}:{PORT}", balance=balance, prefix=prefix))
         log = (prefix / "haproxy.out").open("wb")
         process = cluster.exec(
             pod.name,
@@ -90,9 +116,12 @@ class LoadBalancerPath:
             stderr=subprocess.STDOUT,
         )
         try:
+            set_traffic_policy(cluster, policy)
             _wait_listening(cluster, pod.name, process, prefix)
             yield Entry(host=f"http://{pod.ip}:{PORT}")
         finally:
+            if policy != "Cluster":
+                set_traffic_policy(cluster, "Cluster")
             if process.poll() is None:
                 process.terminate()
                 try:

@@ -98,6 +98,26 @@ CASES = [
         _run("--set", "paths=[nodeport:node-5]"),
         "path nodeport:node-5 enters node-5, which does not exist: cluster.nodes is",
     ),
+    Case(
+        "path-policy-spelling",
+        _run("--set", "paths=[nodeport:node-0:local]"),
+        "path nodeport:node-0:local: externalTrafficPolicy is spelled Cluster or Local",
+    ),
+    Case(
+        "path-policy-unknown",
+        _run("--set", "paths=[nodeport:node-0:Sticky]"),
+        "externalTrafficPolicy must be Cluster or Local, got 'Sticky'",
+    ),
+    Case(
+        "path-policy-not-a-nodeport",
+        _run("--set", "paths=[clusterip:Local]"),
+        "path clusterip:Local: clusterip has no externalTrafficPolicy, only the paths through NodePorts do",
+    ),
+    Case(
+        "path-nodeport-on-ebpf",
+        _run("--set", "paths=[nodeport:Local]", "--set", "dataplanes=[ebpf]"),
+        "path nodeport cannot run on dataplane ebpf: its socket load balancing hooks connect() in the",
+    ),
     Case("set-empty-key", _run("--set", "=5"), "expected key=value"),
     Case("set-empty-part", _run("--set", "load..duration=5s"), "expected key=value"),
     Case("set-not-a-section", _run("--set", "name.x=1"), "name is not a section"),

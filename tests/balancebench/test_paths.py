@@ -242,3 +242,136 @@ def test_entering_through_nodes_spreads_per_request_clients_on_iptables_and_ipvs
     assert cell["pods_used"] == 6
     assert {pod["node"] for pod in cell["pods"].values()} == {"node-0", "node-1"}  # type: ignore[attr-defined]
     assert cell["server_requests"] == cell["requests"] + cell["warmup_excluded"]  # type: ignore[operator]
+
+
+TRAFFIC_POLICY = """
+name: traffic-policy
+cluster: {{nodes: 3, targets: 2, sources: 2, node_kernel: auto}}
+dataplanes: [{dataplanes}]
+paths: [nodeport:node-0, nodeport:node-0:Local, nodeport:node-2:Local]
+load: {{users_per_source: 1, duration: 7s, warmup: 0s}}
+policies: [per-request]
+seed: 6
+"""
+"""echo-0 on node-0, echo-1 on node-1, no pod on node-2; the clients are outside the pod network."""
+
+
+def _traffic_policy_run(
+    dataplanes: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, object]]:
+    for dataplane in dataplanes:  # ipvs on UML node kernels where the host has no IPVS
+        try:
+            check_machine(dataplane)
+        except MissingFeature as exc:
+            pytest.skip(str(exc))
+    scenario = TRAFFIC_POLICY.format(dataplanes=", ".join(dataplanes))
+    cells = _run_cells(tmp_path_factory.mktemp("policy"), scenario, timeout=300)
+    assert not _clusters_of_ours(), "a cluster outlived the run"
+    return cells
+
+
+@pytest.fixture(scope="module")
+def traffic_policy_host(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    return _traffic_policy_run(["nftables", "iptables"], tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def traffic_policy_ipvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    return _traffic_policy_run(["ipvs"], tmp_path_factory)
+
+
+def _clusters_of_ours() -> list[str]:
+    """netns sandboxes still up that a ``balancebench run`` of this test session named (bb<pid>-…)."""
+    provider = registry.get("netns")
+    return [name for name in provider.list() if name.startswith("bb") and name.split("-")[0][2:].isdigit()]
+
+
+def _policy_cells(request: pytest.FixtureRequest, dataplane: str) -> dict[str, dict[str, object]]:
+    fixture = "traffic_policy_ipvs" if dataplane == "ipvs" else "traffic_policy_host"
+    cells: dict[str, dict[str, object]] = request.getfixturevalue(fixture)
+    return {
+        path: cells[f"{dataplane}/{path}/per-request"]
+        for path in ("nodeport:node-0", "nodeport:node-0:Local", "nodeport:node-2:Local")
+    }
+
+
+def _answered_by(cell: dict[str, object]) -> dict[str, str]:
+    """pod → node, for every pod that answered a request of ``cell`` (from the records)."""
+    pods = cell["pods"]
+    assert isinstance(pods, dict)
+    return {name: pod["node"] for name, pod in pods.items() if pod["requests"] > 0}
+
+
+@pytest.mark.parametrize("dataplane", ["nftables", "iptables", "ipvs"])
+def test_nodeport_local_reaches_only_the_entered_nodes_pods_and_cluster_any(
+    request: pytest.FixtureRequest, dataplane: str
+) -> None:
+    cells = _policy_cells(request, dataplane)
+    cluster, local = cells["nodeport:node-0"], cells["nodeport:node-0:Local"]
+    for cell in (cluster, local):
+        assert cell["errors"] == 0
+        assert cell["requests"] >= 30, "too few requests to tell (a very loaded machine?)"  # type: ignore[operator]
+        # The load came from outside the pod network: the client namespaces, not the source pods.
+        assert cell["matrix"]["sources"] == ["client-0", "client-1"]  # type: ignore[index]
+    # A connection per request: Cluster reaches the pods of both nodes, Local only node-0's own.
+    assert _answered_by(cluster) == {"echo-0": "node-0", "echo-1": "node-1"}
+    assert _answered_by(local) == {"echo-0": "node-0"}
+    assert "externalTrafficPolicy Local): only that node's own ready pods (echo-0)" in str(local["decision"])
+    assert "externalTrafficPolicy Cluster): any pod on any node" in str(cluster["decision"])
+
+
+@pytest.mark.parametrize("dataplane", ["nftables", "iptables", "ipvs"])
+def test_nodeport_local_on_a_node_without_a_ready_pod_fails_and_says_why(
+    request: pytest.FixtureRequest, dataplane: str
+) -> None:
+    cell = _policy_cells(request, dataplane)["nodeport:node-2:Local"]
+    # Every request failed before reaching a server: dropped (a connect timeout), or refused by IPVS.
+    requests, errors = cell["requests"], cell["errors"]
+    assert isinstance(requests, int) and requests >= 1 and errors == requests and cell["answered"] == 0
+    assert cell["server_requests"] == 0 and cell["pods_used"] == 0
+    assert cell["errors_by_kind"] == {("refused" if dataplane == "ipvs" else "connect"): requests}
+    why = "its NodePort virtual server has no real server" if dataplane == "ipvs" else "its NodePort drops"
+    assert f"externalTrafficPolicy Local: node-2 has no ready pod, {why}" in str(cell["decision"])
+
+
+UNEVEN = """
+name: uneven
+cluster: {nodes: 2, targets: 3, sources: 2}
+dataplanes: [nftables]
+paths: [loadbalancer, loadbalancer:Local]
+load: {users_per_source: 1, duration: 4s, warmup: 0.3s}
+policies: [per-request]
+seed: 7
+"""
+"""echo-0 and echo-2 on node-0, echo-1 alone on node-1: HAProxy gives each node half the connections."""
+
+
+@pytest.fixture(scope="module")
+def uneven(
+    needs_nftables_cluster: None, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, object]]:
+    _skip_without("loadbalancer")
+    return _run_cells(tmp_path_factory.mktemp("uneven"), UNEVEN, timeout=300)
+
+
+def _shares(cell: dict[str, object]) -> dict[str, float]:
+    pods = cell["pods"]
+    assert isinstance(pods, dict)
+    total = sum(pod["requests"] for pod in pods.values())
+    return {name: pod["requests"] / total for name, pod in pods.items()}
+
+
+def test_loadbalancer_local_gives_a_lone_pod_its_nodes_half(uneven: dict[str, dict[str, object]]) -> None:
+    cluster, local = (
+        uneven["nftables/loadbalancer/per-request"],
+        uneven["nftables/loadbalancer:Local/per-request"],
+    )
+    for cell in (cluster, local):
+        assert cell["errors"] == 0
+        assert cell["requests"] >= 100, "too few requests to tell (a very loaded machine?)"  # type: ignore[operator]
+    # HAProxy alternates nodes exactly (roundrobin); under Local node-1's one pod takes all of node-1's half,
+    # under Cluster each node spreads over all 3 pods (a third each; 5 standard deviations below a half).
+    assert 0.45 <= _shares(local)["echo-1"] <= 0.55
+    assert _shares(cluster)["echo-1"] < 0.42
+    assert "externalTrafficPolicy Local: one of that node's own ready pods" in str(local["decision"])
+    assert not _proxies_of_ours(), "a haproxy process outlived the run"
