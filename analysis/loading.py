@@ -245,8 +245,10 @@ class _Builder:
             except (TypeError, ValueError, pa.ArrowException) as exc:
                 raise AnalysisError(f"{source}: column {name} cannot be read as {out.dtype}: {exc}") from exc
         for name, out in self.codes.items():
-            names = self.names[name]
-            self._fill(out[start:stop], table.column(name), lambda chunk, names=names: _codes(chunk, names))
+            offset = start
+            for chunk in table.column(name).chunks:
+                _codes(chunk, self.names[name], out=out[offset : offset + len(chunk)])
+                offset += len(chunk)
         self.position = stop
 
     @staticmethod
@@ -274,13 +276,16 @@ def with_later_columns(table: pa.Table) -> pa.Table:
     return table
 
 
-def _codes(chunk: pa.Array, names: dict[str, int]) -> npt.NDArray[np.int32]:
-    """A chunk's strings as codes into ``names`` (extended with names not seen before)."""
+def _codes(chunk: pa.Array, names: dict[str, int], *, out: npt.NDArray[np.int32]) -> None:
+    """A chunk's strings as codes into ``names`` (extended with names not seen before), written to ``out``."""
     encoded = chunk if isinstance(chunk, pa.DictionaryArray) else chunk.dictionary_encode()
     dictionary = encoded.dictionary.to_pylist()
     # One slot past the dictionary stands for null, which the schema forbids but a writer might produce.
     lookup = np.array([names.setdefault(str(v), len(names)) for v in dictionary] + [-1], dtype=np.int32)
-    return lookup[encoded.indices.fill_null(len(dictionary)).to_numpy(zero_copy_only=False)]
+    indices = encoded.indices
+    if indices.null_count:
+        indices = indices.fill_null(len(dictionary))
+    np.take(lookup, indices.to_numpy(zero_copy_only=False), out=out)
 
 
 def _row_count(path: Path) -> int:

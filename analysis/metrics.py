@@ -244,11 +244,7 @@ class _Rows:
 
 def _compute(columns: _Columns, rows: npt.NDArray[np.int64] | slice, meta: CellMeta) -> CellMetrics:
     warmup = columns.warmup[rows]
-    measured_rows: npt.NDArray[np.int64] | slice
-    if isinstance(rows, slice):
-        measured_rows = rows if not warmup.any() else np.arange(rows.start, rows.stop)[~warmup]
-    else:
-        measured_rows = rows[~warmup]
+    measured_rows = _measured_slice(rows, warmup) if isinstance(rows, slice) else rows[~warmup]
     warmup_excluded = int(warmup.sum())
 
     targets = _pod_list(meta.target_pods, columns.target, columns.target_names, measured_rows)
@@ -281,6 +277,17 @@ def _compute(columns: _Columns, rows: npt.NDArray[np.int64] | slice, meta: CellM
         measured_rows,
     )
     return _metrics(meta, data, targets, target_nodes, sources, kinds, warmup_excluded)
+
+
+def _measured_slice(rows: slice, warmup: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64] | slice:
+    """The rows of ``rows`` that are not warm-up: still a slice (every column a view, nothing copied) when
+    the warm-up rows are a prefix, as they are when records are in send order; an index otherwise."""
+    skipped = int(np.count_nonzero(warmup))
+    if skipped == 0:
+        return rows
+    if bool(warmup[:skipped].all()):
+        return slice(rows.start + skipped, rows.stop)
+    return np.arange(rows.start, rows.stop)[~warmup]
 
 
 def _metrics(

@@ -46,7 +46,9 @@ def compute_protocols(columns: RecordColumns, meta: CellMeta) -> ProtocolFacts:
     rows = np.flatnonzero((columns.codes["cell"] == code) & ~columns.numbers["warmup"])
     numbers, codes = columns.numbers, columns.codes
     protocol_names = columns.names["protocol"]
-    protocols = tuple(sorted({protocol_names[c] for c in np.unique(codes["protocol"][rows]) if c >= 0}))
+    protocol = codes["protocol"][rows]
+    present = np.bincount(protocol[protocol >= 0], minlength=len(protocol_names))
+    protocols = tuple(sorted(protocol_names[c] for c in np.flatnonzero(present)))
 
     stream = numbers["stream_id"][rows] > 0
     pods = codes["target_pod"][rows][stream].astype(np.int64)
