@@ -12,7 +12,7 @@
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 
-#define BB_MAX_BACKENDS 256
+#define BB_MAX_BACKENDS 4096
 
 struct bb_service_key {
 	__u32 ip;

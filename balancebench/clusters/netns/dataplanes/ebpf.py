@@ -33,7 +33,7 @@ from balancebench.shell import run
 NEEDS_CGROUPS = True
 NODE_KERNELS = ("host",)
 KERNEL_NOTE = "it attaches its program to the host kernel's cgroups"
-MAX_BACKENDS = 256
+MAX_BACKENDS = 4096
 """Per half of ``bb_backends``; must match BB_MAX_BACKENDS in connect4.c."""
 
 SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "connect4.c"
