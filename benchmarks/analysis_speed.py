@@ -17,9 +17,9 @@ Functions for ``benchmarks/run_all.py`` (``make perf``); each returns :class:`Ro
 
 Lower level: :func:`measure_analysis` and :func:`measure_report_open` return the raw numbers as dicts.
 
-    $ .venv/bin/python benchmarks/analysis_speed.py                 # 1 M, 10 M, 100 M, 100-cell report
-    $ .venv/bin/python benchmarks/analysis_speed.py --rows 2000000  # one size
-    $ .venv/bin/python benchmarks/analysis_speed.py --no-browser    # analysis only
+    $ .venv/bin/python -m benchmarks.analysis_speed                 # 1 M, 10 M, 100 M, 100-cell report
+    $ .venv/bin/python -m benchmarks.analysis_speed --rows 2000000  # one size
+    $ .venv/bin/python -m benchmarks.analysis_speed --no-browser    # analysis only
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ nodes where the host has no IPVS), in alternating rounds (so drift on a shared m
 of it remains; and the same through the command line (``balancebench cluster up`` … ``down``), which adds
 the CLI's own start-up. Goal: ready in at most 3 s on host nodes, 8 s on UML nodes (each boots a kernel).
 
-    .venv/bin/python benchmarks/cluster_lifecycle.py            # 5 rounds
-    .venv/bin/python benchmarks/cluster_lifecycle.py --rounds 3 --dataplane nftables
-    .venv/bin/python benchmarks/cluster_lifecycle.py --dataplane iptables --node-kernel uml
+    .venv/bin/python -m benchmarks.cluster_lifecycle            # 5 rounds
+    .venv/bin/python -m benchmarks.cluster_lifecycle --rounds 3 --dataplane nftables
+    .venv/bin/python -m benchmarks.cluster_lifecycle --dataplane iptables --node-kernel uml
 """
 
 from __future__ import annotations

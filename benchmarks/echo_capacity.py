@@ -7,8 +7,8 @@ one core, as in a pod. The table gives both rates (the driver's own count and th
 and the ratio; the goal is ≥ 4×. Also: start-up time to the listening line, alone and 6 in parallel (the
 embedded cluster must have its echo pods ready in ≤ 3 s). Loopback only, bounded: about 50 s.
 
-    .venv/bin/python benchmarks/echo_capacity.py
-    .venv/bin/python benchmarks/echo_capacity.py --seconds 5 --connections 10 50
+    .venv/bin/python -m benchmarks.echo_capacity
+    .venv/bin/python -m benchmarks.echo_capacity --seconds 5 --connections 10 50
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ ClusterIP, once keeping connections alive and once with a new connection per req
 close``), in alternating rounds so drift on a shared machine hits both kernels alike. Also the ipvs (rr)
 cell on UML nodes, the one the seed measures. Goal: UML nodes carry at least 50 % of what host nodes do.
 
-    .venv/bin/python benchmarks/node_kernel_throughput.py            # 3 rounds of 5 s
-    .venv/bin/python benchmarks/node_kernel_throughput.py --rounds 1 --seconds 3
+    .venv/bin/python -m benchmarks.node_kernel_throughput            # 3 rounds of 5 s
+    .venv/bin/python -m benchmarks.node_kernel_throughput --rounds 1 --seconds 3
 """
 
 from __future__ import annotations

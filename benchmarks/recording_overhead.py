@@ -5,8 +5,8 @@ cluster (the recording worker sends its records to the master over Locust's mess
 rounds (so drift on a shared machine hits both alike); the table shows the median of each and the ratio.
 Goal: the recording policy user keeps at least 90 % of the bare FastHttpUser's throughput.
 
-    .venv/bin/python benchmarks/recording_overhead.py                 # netns cluster (root), nftables
-    .venv/bin/python benchmarks/recording_overhead.py --loopback      # one echo server on loopback
+    .venv/bin/python -m benchmarks.recording_overhead                 # netns cluster (root), nftables
+    .venv/bin/python -m benchmarks.recording_overhead --loopback      # one echo server on loopback
 """
 
 from __future__ import annotations
@@ -47,14 +47,17 @@ Exec = Callable[[list[str], int | None], "subprocess.Popen[bytes]"]
 _ports = itertools.count(5600)
 
 
-def run_variant(launch: Exec, host: str, variant: str, *, users: int, seconds: int, work: Path) -> float:
-    """Requests/s of one distributed Locust run of ``variant`` (a master and one worker in the same pod),
-    from the master's own request stats. With records, the worker sends them to the master over Locust's
-    messages and the master streams them to its stdout (``--records-dir -``), as in ``balancebench run``."""
+def run_variant(
+    launch: Exec, host: str, variant: str, *, users: int, seconds: int, work: Path, workers: int = 1
+) -> float:
+    """Requests/s of one distributed Locust run of ``variant`` (a master and ``workers`` workers in the same
+    pod, ``users`` users over them), from the master's own request stats. With records, the workers send
+    them to the master over Locust's messages and the master streams them to its stdout
+    (``--records-dir -``), as in ``balancebench run``."""
     stats = work / f"stats-{time.monotonic_ns()}"  # Locust appends ".json"
     port = str(next(_ports))
     common = [sys.executable, "-m", "locust", "--headless", "--only-summary", "--skip-log-setup", "-H", host]
-    master = [*common, "--master", "--expect-workers", "1", "--master-bind-port", port]
+    master = [*common, "--master", "--expect-workers", str(workers), "--master-bind-port", port]
     master += ["-u", str(users), "-r", str(users * 10), "--json-file", str(stats)]
     worker = [*common, "--worker", "--master-host", "127.0.0.1", "--master-port", port]
     if variant == "bare FastHttpUser":
@@ -70,7 +73,7 @@ def run_variant(launch: Exec, host: str, variant: str, *, users: int, seconds: i
         master += [*options, "-t", f"{seconds + 60}s"]  # the master ends the run at --duration itself
         worker += options
     stream = (work / f"records-{port}.stream").open("wb")
-    processes = [launch(master, stream.fileno()), launch(worker, None)]
+    processes = [launch(master, stream.fileno()), *(launch(worker, None) for _ in range(workers))]
     try:
         for process in processes:
             process.wait(timeout=seconds + 90)
@@ -143,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=4, help="Locust users in the one process (default 4)")
     parser.add_argument("--seconds", type=int, default=8, help="run time of each round (default 8)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per variant (default 3)")
+    parser.add_argument("--workers", type=int, default=1, help="Locust workers beside the master (default 1)")
     args = parser.parse_args(argv)
 
     variants = ["bare FastHttpUser", "policy user + records", "policy user, no records"]
@@ -153,12 +157,23 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for variant in variants:
                 rates[variant].append(
-                    run_variant(launch, host, variant, users=args.users, seconds=args.seconds, work=work)
+                    run_variant(
+                        launch,
+                        host,
+                        variant,
+                        users=args.users,
+                        seconds=args.seconds,
+                        work=work,
+                        workers=args.workers,
+                    )
                 )
         recorded, batches = recorded_rows(work)
 
     base = statistics.median(rates[variants[0]])
-    print(f"recording overhead: {where}; {args.users} users, {args.rounds} x {args.seconds}s rounds each")
+    print(
+        f"recording overhead: {where}; {args.users} users over {args.workers} worker(s), "
+        f"{args.rounds} x {args.seconds}s rounds each"
+    )
     print(f"{'variant':<26} {'median req/s':>12} {'rounds':>30} {'vs bare':>8}")
     for variant in variants:
         median = statistics.median(rates[variant])

@@ -99,7 +99,9 @@ def load_rows(args: argparse.Namespace, work: Path) -> list[Row]:
             return cluster.exec(source, argv, stdout=out, stderr=subprocess.DEVNULL)
 
         def locust(variant: str, host: str) -> float:
-            return run_variant(launch, host, variant, users=args.users, seconds=args.seconds, work=work)
+            return run_variant(
+                launch, host, variant, users=args.users, seconds=args.seconds, work=work, workers=args.workers
+            )
 
         # Alternating rounds, medians: drift on a shared machine then hits every row alike.
         samples: dict[str, list[float]] = {}
@@ -127,7 +129,7 @@ def load_rows(args: argparse.Namespace, work: Path) -> list[Row]:
     tools = {(tool, close): median(f"{tool} {close}") for tool in ("wrk", "hey") for close in (False, True)}
     pod_wrk, pod_locust = median("pod wrk"), median("pod locust")
     where = f"{args.dataplane}, Service of 6 pods, from one source pod"
-    rows.append(Row(f"bare FastHttpUser ({args.users} users), {where}", bare, "req/s"))
+    rows.append(Row(f"bare FastHttpUser ({args.users} users, {args.workers} worker), {where}", bare, "req/s"))
     rows.append(Row("recording policy user + records, same", recording, "req/s"))
     for (tool, close), rate in tools.items():
         mode = "new connection per request" if close else "kept alive"
@@ -175,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="each load run (default 5)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating load rounds (default 2)")
-    parser.add_argument("--users", type=int, default=4, help="Locust users in the worker (default 4)")
+    parser.add_argument("--users", type=int, default=4, help="Locust users over the workers (default 4)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Locust worker processes in the source pod (default 1: on 2 cores a second one competes with "
+        "the echo pods and the master)",
+    )
     parser.add_argument("--dataplane", default="nftables", help="the cluster's dataplane (default nftables)")
     parser.add_argument(
         "--rows", type=int, action="append", help="analysis record count (repeatable; default 1M, 10M, 100M)"
@@ -188,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 60:
         parser.error(f"--seconds must be 1..60, got {args.seconds}")
+    if not 1 <= args.workers <= (os.cpu_count() or 1):
+        parser.error(f"--workers must be 1..{os.cpu_count()} (this machine's cores), got {args.workers}")
     if not 1 <= args.rounds <= 5:
         parser.error(f"--rounds must be 1..5, got {args.rounds}")
     sizes = list(args.rows or (DEFAULT_ROWS[:2] if args.quick else DEFAULT_ROWS))
