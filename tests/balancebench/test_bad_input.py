@@ -218,6 +218,11 @@ CASES = [
         "MB per echo pod",
     ),
     Case(
+        "cluster-up-ebpf-endpoints",
+        ["cluster", "up", "--name", "big", "--dataplane", "ebpf", "--targets", "5000", "--nodes", "40"],
+        "dataplane ebpf holds at most 4,096 endpoints per Service, 5,000 echo pods asked",
+    ),
+    Case(
         "cluster-up-addresses",
         ["cluster", "up", "--name", "big", "--targets", "600", "--nodes", "1"],
         "more than a node's /24 holds",

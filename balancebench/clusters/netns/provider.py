@@ -31,7 +31,7 @@ from typing import Any, Self
 
 from balancebench import limits
 from balancebench.clusters.base import ClusterSpec, ClusterStatus
-from balancebench.clusters.netns import addressing, control, kernels, runtime
+from balancebench.clusters.netns import addressing, control, dataplanes, kernels, runtime
 from balancebench.errors import ClusterError, InvalidInput, MissingFeature
 from balancebench.names import check_cluster_name
 from balancebench.shell import run
@@ -349,6 +349,7 @@ def check_scale(current: ClusterStatus, targets: int) -> None:
     existing = len(current.targets(ready_only=False))
     if targets <= existing:
         return
+    dataplanes.check_endpoints(current.dataplane, targets)
     nodes = len(current.nodes)
     on_node = [sum(1 for p in current.pods if p.node == node) for node in current.nodes]
     targets_on = [sum(1 for p in current.targets(ready_only=False) if p.node == n) for n in current.nodes]
@@ -368,7 +369,8 @@ def check_scale(current: ClusterStatus, targets: int) -> None:
 
 
 def check_spec(spec: ClusterSpec) -> None:
-    """Limits of the netns address plan, on top of ClusterSpec's own checks."""
+    """Limits of the netns address plan and the dataplane, on top of ClusterSpec's own checks."""
+    dataplanes.check_endpoints(spec.dataplane, spec.targets)
     if spec.nodes > addressing.MAX_NODES:
         raise InvalidInput(
             f"--nodes must be at most {addressing.MAX_NODES} for the netns provider, got {spec.nodes}"

@@ -172,6 +172,17 @@ def needs_cgroups(name: str) -> bool:
     return bool(getattr(_module(name), "NEEDS_CGROUPS", False))
 
 
+def check_endpoints(name: str, endpoints: int) -> None:
+    """InvalidInput (one line) if a Service of ``endpoints`` endpoints exceeds what dataplane ``name`` holds
+    (a module's ``MAX_ENDPOINTS``, such as ebpf's backend map; the others hold any number)."""
+    limit: int | None = getattr(_module(name), "MAX_ENDPOINTS", None)
+    if limit is not None and endpoints > limit:
+        raise InvalidInput(
+            f"dataplane {split_dataplane(name)[0]} holds at most {limit:,} endpoints per Service, "
+            f"{endpoints:,} echo pods asked: use fewer targets or another dataplane"
+        )
+
+
 def create(name: str, context: DataplaneContext) -> Dataplane:
     """The dataplane ``name`` (``ipvs:lc`` passes its scheduler) for the cluster ``context`` describes."""
     dataplane: Dataplane = _module(name).create(context, split_dataplane(name)[1])

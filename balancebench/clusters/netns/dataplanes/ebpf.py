@@ -35,6 +35,8 @@ NODE_KERNELS = ("host",)
 KERNEL_NOTE = "it attaches its program to the host kernel's cgroups"
 MAX_BACKENDS = 4096
 """Per half of ``bb_backends``; must match BB_MAX_BACKENDS in connect4.c."""
+MAX_ENDPOINTS = MAX_BACKENDS
+"""What one Service holds (``dataplanes.check_endpoints`` refuses more before anything starts)."""
 
 SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "connect4.c"
 PROGRAM = "bb_connect4"
