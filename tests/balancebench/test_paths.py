@@ -45,10 +45,14 @@ def _skip_without(path: str) -> None:
         pytest.skip(why)
 
 
-def _run_cells(work: Path, scenario: str, *, timeout: float) -> dict[str, dict[str, object]]:
-    """``balancebench run`` of ``scenario`` in ``work``: its summary's cells by name."""
+def _run_cells(
+    work: Path, scenario: str, *, timeout: float, pids: list[int] | None = None
+) -> dict[str, dict[str, object]]:
+    """``balancebench run`` of ``scenario`` in ``work``: its summary's cells by name (its pid to ``pids``)."""
     (work / "scenario.yaml").write_text(scenario)
     done = start_balancebench("run", str(work / "scenario.yaml"), "--out", str(work / "run"))
+    if pids is not None:
+        pids.append(done.pid)
     try:
         _, stderr = done.communicate(timeout=timeout)
     finally:
@@ -265,8 +269,10 @@ def _traffic_policy_run(
         except MissingFeature as exc:
             pytest.skip(str(exc))
     scenario = TRAFFIC_POLICY.format(dataplanes=", ".join(dataplanes))
-    cells = _run_cells(tmp_path_factory.mktemp("policy"), scenario, timeout=300)
-    assert not _clusters_of_ours(), "a cluster outlived the run"
+    pids: list[int] = []
+    cells = _run_cells(tmp_path_factory.mktemp("policy"), scenario, timeout=300, pids=pids)
+    # The run's clusters (named bb<its pid>-<dataplane>) and their client namespaces are gone.
+    assert not [name for name in registry.get("netns").list() if name.startswith(f"bb{pids[0]}-")]
     return cells
 
 
@@ -278,12 +284,6 @@ def traffic_policy_host(tmp_path_factory: pytest.TempPathFactory) -> dict[str, d
 @pytest.fixture(scope="module")
 def traffic_policy_ipvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
     return _traffic_policy_run(["ipvs"], tmp_path_factory)
-
-
-def _clusters_of_ours() -> list[str]:
-    """netns sandboxes still up that a ``balancebench run`` of this test session named (bb<pid>-…)."""
-    provider = registry.get("netns")
-    return [name for name in provider.list() if name.startswith("bb") and name.split("-")[0][2:].isdigit()]
 
 
 def _policy_cells(request: pytest.FixtureRequest, dataplane: str) -> dict[str, dict[str, object]]:
