@@ -13,6 +13,8 @@ The clients are the cluster's ``client`` namespaces on the node network, outside
 source pod: kube-proxy sends NodePort traffic that comes *from a pod* to any endpoint even under Local
 ("short-circuit pod traffic"), so only clients from outside see what Local does. Cilium-style socket load
 balancing (``ebpf``) balances NodePorts only at ``connect()`` in the cluster's pods, so this path refuses it.
+The web UI still loads ``nodeport`` from its workers in the source pods (it offers no ``:Local``, and under
+Cluster the entered node balances pod traffic the same way).
 """
 
 from __future__ import annotations
