@@ -15,7 +15,6 @@ Cilium does that part with per-packet tc programs, which this dataplane leaves o
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import shutil
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from balancebench.artefacts import cached_build, cached_path
 from balancebench.clusters.base import Service
 from balancebench.clusters.netns.dataplanes import DataplaneContext, Endpoint, require_tools
 from balancebench.clusters.netns.runtime import cgroup2_root
@@ -42,28 +42,34 @@ SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "connect4.c"
 PROGRAM = "bb_connect4"
 
 
-def _cached_object() -> Path:
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "balancebench"
-    return cache / f"connect4-{digest}.o"
-
-
 def bpf_object(*, compile_if_missing: bool = False) -> Path:
     """The compiled connect4 program: scripts/setup.sh's build next to the source, else a cached build."""
     built = SOURCE.with_suffix(".o")
     if built.exists() and built.stat().st_mtime >= SOURCE.stat().st_mtime:
         return built
-    cached = _cached_object()
-    if cached.exists() or not compile_if_missing:
-        return cached
+    if not compile_if_missing or cached_path(SOURCE, ".o").exists():
+        return cached_path(SOURCE, ".o")
     if shutil.which("clang") is None:
         raise MissingFeature(
             f"dataplane ebpf needs {built} compiled: run scripts/setup.sh (it installs clang and builds it)"
         )
-    cached.parent.mkdir(parents=True, exist_ok=True)
     include = f"/usr/include/{os.uname().machine}-linux-gnu"
-    run(["clang", "-O2", "-g", "-target", "bpf", f"-I{include}", "-c", str(SOURCE), "-o", str(cached)])
-    return cached
+    return cached_build(
+        SOURCE,
+        ".o",
+        lambda out: [
+            "clang",
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            f"-I{include}",
+            "-c",
+            str(SOURCE),
+            "-o",
+            str(out),
+        ],
+    )
 
 
 def check(kernel: str = "host") -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from balancebench.artefacts import cached_build, cached_path
 from balancebench.clusters.base import NodeKernel
 from balancebench.clusters.netns import addressing, dataplanes
 from balancebench.clusters.netns.dataplanes import Node
@@ -343,19 +343,14 @@ async def _hello(ip: str, port: int) -> str | None:
 
 def xstate_shim() -> Path:
     """``uml_xstate.c`` compiled once per version of the source (cached); MissingFeature without cc."""
-    digest = hashlib.sha256(XSTATE_SHIM.read_bytes()).hexdigest()[:12]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "balancebench"
-    built = cache / f"uml-xstate-{digest}.so"
-    if built.exists():
-        return built
     compiler = shutil.which("cc") or shutil.which("clang")
-    if compiler is None:
+    if compiler is None and not cached_path(XSTATE_SHIM, ".so").exists():
         raise MissingFeature(f"UML nodes need a C compiler for {XSTATE_SHIM.name}: apt-get install gcc")
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = built.with_suffix(f".{os.getpid()}.tmp")
-    run([compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(XSTATE_SHIM), "-ldl"])
-    os.replace(partial, built)
-    return built
+    return cached_build(
+        XSTATE_SHIM,
+        ".so",
+        lambda out: [compiler or "cc", "-O2", "-shared", "-fPIC", "-o", str(out), str(XSTATE_SHIM), "-ldl"],
+    )
 
 
 def create(*, nodes: int, dataplane: str, cluster: str, log_dir: Path) -> UmlNodes:
