@@ -27,10 +27,15 @@ from typing import Any, Literal, get_args
 Pick = Literal["mru", "lru", "oldest", "random"]
 Scope = Literal["user", "source"]
 Lb = Literal["pick_first", "round_robin"]
+Surplus = Literal["longest-idle", "returned"]
 
 PICKS: tuple[str, ...] = get_args(Pick)
 """Which idle connection a request reuses: most recently used (Go, urllib3), least recently used (JDK,
 aiohttp), the oldest open one (OkHttp, httpcore), or a random one."""
+
+SURPLUSES: tuple[str, ...] = get_args(Surplus)
+"""Which connection goes when a returned one would exceed ``max_idle``: the one idle longest (OkHttp's
+cleanup, httpcore) or the returned one itself (Go, urllib3)."""
 
 LBS: tuple[str, ...] = get_args(Lb)
 """A gRPC channel's load-balancing policy: one connection to the first address that works, or one to every
@@ -71,6 +76,10 @@ class PoolPolicy:
     """A connection that carried this many requests is retired (its last one says ``Connection: close``)."""
     max_requests_jitter: float = 0.0
     pick: Pick = "mru"
+    surplus: Surplus = "longest-idle"
+    """Which connection a full idle pool closes: the one idle longest (OkHttp's cleanup task evicts it), or
+    the one being returned, keeping the older idle ones (Go's ``tryPutIdleConn`` answers
+    ``errTooManyIdleHost`` and the caller closes it; urllib3's ``_put_conn`` discards it when full)."""
     scope: Scope = "user"
     max_streams: int | None = None
     """HTTP/2: concurrent streams per connection before another connection opens (the server's
@@ -105,6 +114,8 @@ class PoolPolicy:
             raise PolicyError(f"unknown pick {self.pick!r}: choose one of {', '.join(PICKS)}")
         if self.scope not in SCOPES:
             raise PolicyError(f"unknown scope {self.scope!r}: choose one of {', '.join(SCOPES)}")
+        if self.surplus not in SURPLUSES:
+            raise PolicyError(f"unknown surplus {self.surplus!r}: choose one of {', '.join(SURPLUSES)}")
 
     def spec(self) -> str:
         """The canonical compact string; ``parse_policy(p.spec()) == p``."""
@@ -121,6 +132,8 @@ class PoolPolicy:
             parts.append(f"max-requests={self.max_requests}{_format_jitter(self.max_requests_jitter)}")
         if self.pick != "mru":
             parts.append(f"pick={self.pick}")
+        if self.surplus != "longest-idle":
+            parts.append(f"surplus={self.surplus}")
         if self.scope != "user":
             parts.append(f"scope={self.scope}")
         if self.max_streams is not None:
@@ -228,14 +241,17 @@ OKHTTP_1S = PoolPolicy(max_idle=5, idle_timeout=1.0, pick="oldest", scope="sourc
 """The seed's fix: OkHttp with ``ConnectionPool(5, 1, TimeUnit.SECONDS)``; only rebalances when there are
 idle gaps longer than 1 s."""
 
-GO = PoolPolicy(max_idle=2, idle_timeout=90.0, pick="mru", scope="source")
+GO = PoolPolicy(max_idle=2, idle_timeout=90.0, pick="mru", surplus="returned", scope="source")
 """Go ``net/http.DefaultTransport``: ``DefaultMaxIdleConnsPerHost = 2``, ``IdleConnTimeout: 90s``,
 ``MaxConnsPerHost: 0`` (unbounded); ``Transport.queueForIdleConn`` takes ``list[len(list)-1]``, the most
-recently used (golang/go ``src/net/http/transport.go``)."""
+recently used, and ``tryPutIdleConn`` refuses a connection returned to a full host list
+(``errTooManyIdleHost``), which ``putOrCloseIdleConn`` then closes (golang/go
+``src/net/http/transport.go``)."""
 
-REQUESTS = PoolPolicy(max_idle=10, pick="mru", scope="source")
+REQUESTS = PoolPolicy(max_idle=10, pick="mru", surplus="returned", scope="source")
 """python-requests ``HTTPAdapter(pool_maxsize=10, pool_block=False)`` over urllib3, whose pool is a
-``queue.LifoQueue`` (most recently used first) and never expires idle connections
+``queue.LifoQueue`` (most recently used first) that never expires idle connections and, full, discards the
+returned one (``_put_conn``: ``queue.Full`` → "Connection pool is full, discarding connection")
 (psf/requests ``requests/adapters.py``, urllib3 ``connectionpool.py``)."""
 
 HTTPX = PoolPolicy(max_idle=20, max_connections=100, idle_timeout=5.0, pick="oldest", scope="source")
@@ -285,7 +301,8 @@ PRESETS: Mapping[str, PoolPolicy] = MappingProxyType(
 
 _KEYS = (
     "keepalive=on|off, max-idle=N, max-conns=N|none, idle=DURATION|none, max-age=DURATION[±J%], "
-    "max-requests=N[±J%], pick=mru|lru|oldest|random, scope=user|source, max-streams=N (HTTP/2), "
+    "max-requests=N[±J%], pick=mru|lru|oldest|random, surplus=longest-idle|returned, scope=user|source, "
+    "max-streams=N (HTTP/2), "
     "lb=pick_first|round_robin (gRPC)"
 )
 _ALIASES = {
@@ -374,6 +391,10 @@ def _parse_option(key: str, value: str, values: dict[str, Any]) -> None:
         if value not in PICKS:
             raise PolicyError(f"unknown pick {value!r}: choose one of {', '.join(PICKS)}")
         values["pick"] = value
+    elif key == "surplus":
+        if value not in SURPLUSES:
+            raise PolicyError(f"unknown surplus {value!r}: choose one of {', '.join(SURPLUSES)}")
+        values["surplus"] = value
     elif key == "max-streams":
         values["max_streams"] = None if value.lower() in _NONE else _parse_int(key, value)
     elif key == "lb":

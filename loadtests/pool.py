@@ -148,14 +148,16 @@ class Pool(Generic[H]):
         closes a connection a waiting request is about to take."""
         self._busy -= 1
         conn.last_used = now
-        if not reusable or self._retired(conn, now):
+        limit = self.policy.max_idle
+        if limit is not None:
+            limit += max(0, waiting)
+        full = limit is not None and len(self._idle) >= limit
+        if not reusable or self._retired(conn, now) or (full and self.policy.surplus == "returned"):
             self.closed_total += 1
             return [conn]
         self._idle.append(conn)
         surplus: list[PooledConnection[H]] = []
-        limit = self.policy.max_idle
         if limit is not None:
-            limit += max(0, waiting)
             # Like OkHttp's cleanup: when over the idle limit, the longest idle connection goes first.
             while len(self._idle) > limit:
                 surplus.append(self._idle.popleft())

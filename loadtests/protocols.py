@@ -45,7 +45,17 @@ class ProtocolSpec:
 
 
 _HTTP1_KNOBS = frozenset(
-    {"keepalive", "max_idle", "max_connections", "idle_timeout", "max_age", "max_requests", "pick", "scope"}
+    {
+        "keepalive",
+        "max_idle",
+        "max_connections",
+        "idle_timeout",
+        "max_age",
+        "max_requests",
+        "pick",
+        "surplus",
+        "scope",
+    }
 )
 _H2_KNOBS = frozenset({"max_connections", "max_streams", "idle_timeout", "max_age", "max_requests", "scope"})
 _GRPC_KNOBS = frozenset({"lb", "scope"})
@@ -73,6 +83,7 @@ _INSTEAD = {
         "keepalive": "HTTP/2 always keeps its connections; use max-requests=1 for one stream per connection",
         "pick": "new streams go to the open connection with the fewest streams",
         "max_idle": "use max-conns",
+        "surplus": "it keeps no idle cap (max-idle); use max-conns",
     },
     "http1": {
         "max_streams": "HTTP/1.1 carries one request at a time per connection; use protocol h2",

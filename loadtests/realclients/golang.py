@@ -3,7 +3,8 @@
 Policy knobs map onto the Transport's own fields: ``max-idle`` → ``MaxIdleConnsPerHost`` (0 keeps none),
 ``max-conns`` → ``MaxConnsPerHost``, ``idle`` → ``IdleConnTimeout``, ``per-request`` →
 ``DisableKeepAlives``. Go has no max connection age and no per-connection request budget, and it always
-reuses the most recently returned connection, so ``pick`` is Go's own. Built with Debian's golang-go (1.19),
+reuses the most recently returned connection and closes the returned one when the idle list is full, so
+``pick`` and ``surplus`` are Go's own. Built with Debian's golang-go (1.19),
 standard library only.
 """
 

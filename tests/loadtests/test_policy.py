@@ -34,6 +34,8 @@ from loadtests.policy import (
         ("max-conns=4,scope=source", PoolPolicy(max_connections=4, scope="source")),
         ("max-connections=none", PoolPolicy()),
         ("pick=random", PoolPolicy(pick="random")),
+        ("max-idle=2,surplus=returned", PoolPolicy(max_idle=2, surplus="returned")),
+        ("surplus=longest-idle", PoolPolicy()),
         ("okhttp", OKHTTP),
         ("okhttp-1s", OKHTTP_1S),
         ("okhttp,idle=1s", OKHTTP_1S),
@@ -62,6 +64,7 @@ def test_parse_policy(text: str, expected: PoolPolicy) -> None:
         ("max-conns=0", "max-conns must be a whole number of at least 1"),
         ("pick=fifo", "unknown pick 'fifo': choose one of mru, lru, oldest, random"),
         ("scope=node", "unknown scope 'node': choose one of user, source"),
+        ("surplus=newest", "unknown surplus 'newest': choose one of longest-idle, returned"),
         ("colour=blue", "unknown option 'colour'"),
         ("idle=1s,okhttp", "preset 'okhttp' must come first"),
         ("idle=1s,,pick=lru", "empty item"),
@@ -89,6 +92,7 @@ def test_presets_round_trip_through_their_compact_form(name: str) -> None:
         PoolPolicy(max_age=30.0, max_age_jitter=0.1, max_requests=100, max_requests_jitter=0.25),
         PoolPolicy(keepalive=False, pick="random", scope="source"),
         PoolPolicy(idle_timeout=0.2, max_idle=0, max_connections=3),
+        PoolPolicy(max_idle=2, surplus="returned", pick="lru"),
     ],
 )
 def test_spec_round_trips(policy: PoolPolicy) -> None:
@@ -104,6 +108,7 @@ def test_spec_round_trips(policy: PoolPolicy) -> None:
         ({"max_age_jitter": 0.1}, "needs a max-age"),
         ({"max_requests_jitter": 0.1}, "needs a max-requests"),
         ({"pick": "fifo"}, "unknown pick"),
+        ({"surplus": "newest"}, "unknown surplus"),
     ],
 )
 def test_policy_validates_on_construction(kwargs: dict[str, object], says: str) -> None:

@@ -123,6 +123,25 @@ def test_max_idle_closes_the_longest_idle_surplus() -> None:
     assert pool.checkout(1.0).reuse in conns[2:]
 
 
+@pytest.mark.parametrize(
+    ("policy", "kept"),
+    [
+        ("max-idle=2", [2, 3]),  # OkHttp's cleanup: the two released first were idle longest, they go
+        ("max-idle=2,surplus=returned", [0, 1]),  # Go, urllib3: the full pool refuses the returned ones
+        ("go", [0, 1]),
+        ("requests,max-idle=2", [0, 1]),
+    ],
+)
+def test_a_full_idle_pool_closes_the_longest_idle_or_the_returned_connection(
+    policy: str, kept: list[int]
+) -> None:
+    pool = make_pool(policy)
+    conns = warm(pool, 4)
+    assert pool.idle == 2 and pool.closed_total == 2
+    reused = {pool.checkout(2.0).reuse for _ in range(2)}
+    assert reused == {conns[i] for i in kept}
+
+
 def test_a_returned_connection_goes_to_a_waiting_request_before_the_idle_cap() -> None:
     # Go's tryPutIdleConn: a waiting request gets the connection; only surplus beyond the waiters is closed.
     pool = make_pool("max-idle=1,max-conns=3")
