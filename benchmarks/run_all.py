@@ -3,8 +3,8 @@
 One embedded (netns) cluster is brought up once (2 nodes, 6 echo pods, 2 source pods; its ``up`` and
 ``down`` are timed), and from one source pod, one after another for the same number of seconds:
 
-- the bare FastHttpUser and the recording policy user (a Locust master and one worker, as in
-  ``recording_overhead.py``; records go to the master over Locust's messages);
+- the bare FastHttpUser and the recording policy user (a Locust master and ``--workers`` worker processes,
+  one per core by default, as in ``recording_overhead.py``; records go to the master over Locust's messages);
 - ``wrk`` and ``hey`` (Debian packages, installed by scripts/setup.sh; a tool that is missing is a row
   saying so), 10 connections, kept alive and with a new connection per request;
 - echo capacity against one Locust process: wrk and the bare FastHttpUser aimed at one echo pod.
@@ -21,6 +21,7 @@ Bounded: every load run stops after ``--seconds``; with the defaults the whole r
     .venv/bin/python -m benchmarks.run_all                             # make perf
     .venv/bin/python -m benchmarks.run_all --quick                     # small cluster, 1 M and 10 M records
     .venv/bin/python -m benchmarks.run_all --no-load --rows 2000000    # analysis only
+    .venv/bin/python -m benchmarks.run_all --only load --workers 1     # load rows, one Locust worker
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from benchmarks.recording_overhead import run_variant
 from benchmarks.table import Row, format_rows
 
 CONNECTIONS = 10
+PARTS = ("load", "scale", "analysis", "report")
+"""The parts of the run, in order: load rows on one cluster, cluster_scale, analysis_speed, the report."""
 DEFAULT_ROWS = (1_000_000, 10_000_000, 100_000_000)
 GOALS = {
     "recording vs bare": 0.9,
@@ -98,9 +101,9 @@ def load_rows(args: argparse.Namespace, work: Path) -> list[Row]:
             out = subprocess.DEVNULL if stdout is None else stdout
             return cluster.exec(source, argv, stdout=out, stderr=subprocess.DEVNULL)
 
-        def locust(variant: str, host: str) -> float:
+        def locust(variant: str, host: str, workers: int = args.workers) -> float:
             return run_variant(
-                launch, host, variant, users=args.users, seconds=args.seconds, work=work, workers=args.workers
+                launch, host, variant, users=args.users, seconds=args.seconds, work=work, workers=workers
             )
 
         # Alternating rounds, medians: drift on a shared machine then hits every row alike.
@@ -116,7 +119,8 @@ def load_rows(args: argparse.Namespace, work: Path) -> list[Row]:
             pod_wrk = tool_rate(cluster, source, "wrk", one_pod + "/", close=False, seconds=args.seconds)
             if pod_wrk is not None:
                 samples.setdefault("pod wrk", []).append(pod_wrk)
-            samples.setdefault("pod locust", []).append(locust("bare FastHttpUser", one_pod))
+            # Echo capacity is set against what one Locust process sends.
+            samples.setdefault("pod locust", []).append(locust("bare FastHttpUser", one_pod, workers=1))
     finally:
         before_down = time.monotonic()
         cluster.down()
@@ -181,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="Locust worker processes in the source pod (default 1: on 2 cores a second one competes with "
-        "the echo pods and the master)",
+        default=os.cpu_count() or 1,
+        help="Locust worker processes in the source pod (default: one per core; echo capacity is always set "
+        "against one process)",
     )
     parser.add_argument("--dataplane", default="nftables", help="the cluster's dataplane (default nftables)")
     parser.add_argument(
@@ -194,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-load", action="store_true", help="skip the cluster parts (analysis only)")
     parser.add_argument("--no-browser", action="store_true", help="skip opening the report in Chromium")
+    parser.add_argument(
+        "--only",
+        choices=PARTS,
+        action="append",
+        help=f"run only these parts (repeatable; all: {', '.join(PARTS)})",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 60:
         parser.error(f"--seconds must be 1..60, got {args.seconds}")
@@ -208,17 +218,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     before = machine_line()
     rows: list[Row] = []
+    parts = set(args.only or PARTS)
+    if args.no_load:
+        parts -= {"load", "scale"}
+    if args.no_browser:
+        parts.discard("report")
     with tempfile.TemporaryDirectory(prefix="bb-perf-") as tmp:
-        if not args.no_load:
+        if "load" in parts:
             rows += load_rows(args, Path(tmp))
+        if "scale" in parts:
             rows += cluster_scale.all_rows(quick=args.quick)
-        rows += analysis_speed.analysis_rows(sizes, Path(tmp))
-        if not args.no_browser:
+        if "analysis" in parts:
+            rows += analysis_speed.analysis_rows(sizes, Path(tmp))
+        if "report" in parts:
             rows += analysis_speed.report_open_rows(workdir=Path(tmp))
     took = time.monotonic() - started
 
     print(f"make perf: {took:.0f} s on {before}")
-    if not args.no_load:
+    if "load" in parts:
         print(f"load rows: medians of {args.rounds} alternating rounds of {args.seconds} s each")
     print(format_rows(rows))
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
