@@ -13,8 +13,9 @@ DataFrame with categorical string columns, for exploring a run by hand.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -239,23 +240,21 @@ class _Builder:
         start, stop = self.position, self.position + table.num_rows
         for name, out in self.numbers.items():
             try:
-                self._fill(
-                    out[start:stop], table.column(name), lambda chunk: chunk.to_numpy(zero_copy_only=False)
-                )
+                self._fill(out[start:stop], table.column(name), _numbers)
             except (TypeError, ValueError, pa.ArrowException) as exc:
                 raise AnalysisError(f"{source}: column {name} cannot be read as {out.dtype}: {exc}") from exc
         for name, out in self.codes.items():
-            offset = start
-            for chunk in table.column(name).chunks:
-                _codes(chunk, self.names[name], out=out[offset : offset + len(chunk)])
-                offset += len(chunk)
+            self._fill(out[start:stop], table.column(name), partial(_codes, names=self.names[name]))
         self.position = stop
 
     @staticmethod
-    def _fill(out: npt.NDArray[Any], column: pa.ChunkedArray, convert: Any) -> None:
+    def _fill(
+        out: npt.NDArray[Any], column: pa.ChunkedArray, write: Callable[[pa.Array, npt.NDArray[Any]], None]
+    ) -> None:
+        """``write(chunk, its part of out)`` for each chunk of ``column``, in order."""
         offset = 0
         for chunk in column.chunks:
-            out[offset : offset + len(chunk)] = convert(chunk)
+            write(chunk, out[offset : offset + len(chunk)])
             offset += len(chunk)
 
     def finish(self) -> RecordColumns:
@@ -276,7 +275,11 @@ def with_later_columns(table: pa.Table) -> pa.Table:
     return table
 
 
-def _codes(chunk: pa.Array, names: dict[str, int], *, out: npt.NDArray[np.int32]) -> None:
+def _numbers(chunk: pa.Array, out: npt.NDArray[Any]) -> None:
+    out[...] = chunk.to_numpy(zero_copy_only=False)
+
+
+def _codes(chunk: pa.Array, out: npt.NDArray[np.int32], *, names: dict[str, int]) -> None:
     """A chunk's strings as codes into ``names`` (extended with names not seen before), written to ``out``."""
     encoded = chunk if isinstance(chunk, pa.DictionaryArray) else chunk.dictionary_encode()
     dictionary = encoded.dictionary.to_pylist()
