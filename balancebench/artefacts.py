@@ -25,7 +25,8 @@ def cached_path(source: Path, suffix: str) -> Path:
 
 
 def cached_build(source: Path, suffix: str, argv: Callable[[Path], Sequence[str]]) -> Path:
-    """The cached build of ``source``, made first with ``argv(output path)`` when missing."""
+    """The cached build of ``source``, made first with ``argv(output path)`` when missing (``argv`` may raise
+    MissingFeature when the tool that builds it is not installed: it is asked only when a build is due)."""
     built = cached_path(source, suffix)
     if built.exists():
         return built

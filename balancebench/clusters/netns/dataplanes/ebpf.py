@@ -47,29 +47,19 @@ def bpf_object(*, compile_if_missing: bool = False) -> Path:
     built = SOURCE.with_suffix(".o")
     if built.exists() and built.stat().st_mtime >= SOURCE.stat().st_mtime:
         return built
-    if not compile_if_missing or cached_path(SOURCE, ".o").exists():
+    if not compile_if_missing:
         return cached_path(SOURCE, ".o")
-    if shutil.which("clang") is None:
-        raise MissingFeature(
-            f"dataplane ebpf needs {built} compiled: run scripts/setup.sh (it installs clang and builds it)"
-        )
-    include = f"/usr/include/{os.uname().machine}-linux-gnu"
-    return cached_build(
-        SOURCE,
-        ".o",
-        lambda out: [
-            "clang",
-            "-O2",
-            "-g",
-            "-target",
-            "bpf",
-            f"-I{include}",
-            "-c",
-            str(SOURCE),
-            "-o",
-            str(out),
-        ],
-    )
+
+    def argv(out: Path) -> list[str]:
+        if shutil.which("clang") is None:
+            raise MissingFeature(
+                f"dataplane ebpf needs {built} compiled: "
+                "run scripts/setup.sh (it installs clang and builds it)"
+            )
+        include = f"/usr/include/{os.uname().machine}-linux-gnu"
+        return ["clang", "-O2", "-g", "-target", "bpf", f"-I{include}", "-c", str(SOURCE), "-o", str(out)]
+
+    return cached_build(SOURCE, ".o", argv)
 
 
 def check(kernel: str = "host") -> None:

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from balancebench.artefacts import cached_build, cached_path
+from balancebench.artefacts import cached_build
 from balancebench.clusters.base import NodeKernel
 from balancebench.clusters.netns import addressing, dataplanes
 from balancebench.clusters.netns.dataplanes import Node
@@ -343,14 +343,14 @@ async def _hello(ip: str, port: int) -> str | None:
 
 def xstate_shim() -> Path:
     """``uml_xstate.c`` compiled once per version of the source (cached); MissingFeature without cc."""
-    compiler = shutil.which("cc") or shutil.which("clang")
-    if compiler is None and not cached_path(XSTATE_SHIM, ".so").exists():
-        raise MissingFeature(f"UML nodes need a C compiler for {XSTATE_SHIM.name}: apt-get install gcc")
-    return cached_build(
-        XSTATE_SHIM,
-        ".so",
-        lambda out: [compiler or "cc", "-O2", "-shared", "-fPIC", "-o", str(out), str(XSTATE_SHIM), "-ldl"],
-    )
+
+    def argv(out: Path) -> list[str]:
+        compiler = shutil.which("cc") or shutil.which("clang")
+        if compiler is None:
+            raise MissingFeature(f"UML nodes need a C compiler for {XSTATE_SHIM.name}: apt-get install gcc")
+        return [compiler, "-O2", "-shared", "-fPIC", "-o", str(out), str(XSTATE_SHIM), "-ldl"]
+
+    return cached_build(XSTATE_SHIM, ".so", argv)
 
 
 def create(*, nodes: int, dataplane: str, cluster: str, log_dir: Path) -> UmlNodes:
