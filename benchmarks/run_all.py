@@ -133,7 +133,8 @@ def load_rows(args: argparse.Namespace, work: Path) -> list[Row]:
     tools = {(tool, close): median(f"{tool} {close}") for tool in ("wrk", "hey") for close in (False, True)}
     pod_wrk, pod_locust = median("pod wrk"), median("pod locust")
     where = f"{args.dataplane}, Service of 6 pods, from one source pod"
-    rows.append(Row(f"bare FastHttpUser ({args.users} users, {args.workers} worker), {where}", bare, "req/s"))
+    workers = f"{args.workers} worker{'s' * (args.workers != 1)}"
+    rows.append(Row(f"bare FastHttpUser ({args.users} users, {workers}), {where}", bare, "req/s"))
     rows.append(Row("recording policy user + records, same", recording, "req/s"))
     for (tool, close), rate in tools.items():
         mode = "new connection per request" if close else "kept alive"
