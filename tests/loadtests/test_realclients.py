@@ -25,7 +25,7 @@ from loadtests.client import Exchange
 from loadtests.policy import parse_policy
 from loadtests.realclients import REAL_CLIENTS
 from loadtests.realclients.bridge import ClientProcess
-from tests.loadtests.conftest import run_locust
+from tests.loadtests.conftest import LocustRun, run_locust
 from workloads.echo.process import EchoProcess
 
 
@@ -65,12 +65,18 @@ def test_real_driver_connection_counts(
     connections: int,
 ) -> None:
     run = run_locust(echo, tmp_path, policy=policy, users=users, args=["--driver", driver, *args])
+    _assert_exact_counts(run, args, connections)
+    assert {r["target_pod"] for r in run.rows} == {"echo-0"}
+
+
+def _assert_exact_counts(run: LocustRun, args: list[str], connections: int) -> None:
+    """Every request of ``--stop-after-requests`` answered, on exactly ``connections`` connections, counted
+    alike by the client and by the server."""
     expected = int(args[args.index("--stop-after-requests") + 1])
     assert len(run.rows) == run.server_requests == expected
     assert run.server_connections == connections
     assert run.client_connections() == run.server_connections_seen() == connections
     assert all(r["status"] == 200 and r["error"] == "" and r["client_conn"] >= 0 for r in run.rows)
-    assert {r["target_pod"] for r in run.rows} == {"echo-0"}
 
 
 _COMMON_CASES = [
@@ -102,11 +108,7 @@ def test_jdk_and_aiohttp_connection_counts(
     # 4 connections (no fewer: one user's request never finishes before another's starts).
     with EchoProcess(["--latency", "100ms"], env={"POD_NAME": "echo-0", "NODE_NAME": "node-1"}) as echo:
         run = run_locust(echo, tmp_path, policy=policy, users=users, args=["--driver", driver, *args])
-    expected = int(args[args.index("--stop-after-requests") + 1])
-    assert len(run.rows) == run.server_requests == expected
-    assert run.server_connections == connections
-    assert run.client_connections() == run.server_connections_seen() == connections
-    assert all(r["status"] == 200 and r["error"] == "" and r["client_conn"] >= 0 for r in run.rows)
+    _assert_exact_counts(run, args, connections)
 
 
 @pytest.mark.parametrize(
