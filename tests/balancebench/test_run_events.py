@@ -1,9 +1,14 @@
 """Changes under load end to end: real netns clusters, real Locust, measured by the harness from its records.
 
-Scale 6 → 9: OkHttp's kept-alive pool leaves the new pods (almost) idle, a 2 s max connection age brings
-them to a fair share within seconds. A kill of a pod with live connections yields recorded errors and the
-records still reconcile exactly with the servers' counts (the pod's counters are read just before it dies).
-After a rolling restart every request goes to the new pods.
+Scale 6 → 9: OkHttp's kept-alive pool leaves the new pods (almost) idle, a 1 s max connection age (±50 %,
+as servers and meshes jitter it, over 48 connections) brings them to a fair share within seconds. A new pod's
+share is its part of those connections, redrawn as they are renewed: with 16 connections renewed together
+every 2 s, a pod holding fewer than 2 of them at each renewal (about 45 % each time) missed the deadline in
+one CI run; with 48 renewed all the time it reached its share within 2 s in all 12 measured cases.
+
+A kill of a pod with live connections yields recorded errors and the records still reconcile exactly with
+the servers' counts (the pod's counters are read just before it dies). After a rolling restart every request
+goes to the new pods.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("ne
 SCALE_OUT = """
 name: scale-out-test
 cluster: {nodes: 2, targets: 6, sources: 2}
-load: {users_per_source: 4, duration: 15s, warmup: 1s}
+load: {users_per_source: 4, duration: 10s, warmup: 1s}
 policies:
   - okhttp
-  - {policy: max-age=2s, load: {users_per_source: 8}}
+  - {policy: max-age=1s±50%, name: max-age, load: {users_per_source: 24}}
 events:
   - {at: 3s, scale: 9}
 seed: 5
@@ -72,7 +77,7 @@ def test_new_pods_stay_idle_under_okhttp_and_reach_a_fair_share_with_max_age(tmp
         assert_reconciled(cell)
         (scale,) = cell["events"]
         assert scale["error"] is None and scale["pods_added"] == ["echo-6", "echo-7", "echo-8"]
-    okhttp, max_age = cells["okhttp"], cells["max-age=2s"]
+    okhttp, max_age = cells["okhttp"], cells["max-age"]
     on_new = sum(
         okhttp["pods"].get(pod, {"requests": 0})["requests"] for pod in ("echo-6", "echo-7", "echo-8")
     )
