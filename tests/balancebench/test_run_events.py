@@ -39,7 +39,7 @@ KILL_AND_ROLL = """
 name: kill-roll-test
 cluster: {nodes: 2, targets: 4, sources: 2}
 echo: {latency: 20ms}               # a request is in flight on every busy connection nearly all the time
-load: {users_per_source: 4, duration: 25s, warmup: 1s}
+load: {users_per_source: 4, duration: 16s, warmup: 1s}
 policies: [okhttp, max-requests=50]
 events:                             # after the first seconds, when a starved machine's load generators stall
   - {at: 6s, kill: busiest}
