@@ -54,8 +54,10 @@ MASTER_PORT = 5557
 STARTUP_GRACE = 60.0
 """Seconds allowed on top of the run time for processes to start, connect and spawn users."""
 
-_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+EXIT_POLL_S = 0.05
+"""How often a cell checks whether its Locust processes have ended."""
 
+_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 TLS_DIR = "tls"
 """Where, inside a run directory, the run's throwaway CA and echo certificate live (balancebench.certs)."""
@@ -337,6 +339,7 @@ def _wait(
 ) -> None:
     master = processes[0]
     master_done_at: float | None = None
+    reported_at = -math.inf
     while True:
         now = time.monotonic()
         running = [p for p in processes if p.popen.poll() is None]
@@ -348,7 +351,8 @@ def _wait(
         if now > deadline or (master_done_at is not None and now - master_done_at > 30.0):
             names = ", ".join(p.name for p in running)
             raise RunError(f"locust {names} did not finish in time; killed (logs: {master.log.parent})")
-        if progress is not None:
+        if progress is not None and now - reported_at >= interval:
+            reported_at = now
             counts = tally.snapshot()
             progress(
                 CellProgress(
@@ -358,7 +362,8 @@ def _wait(
                     per_pod=counts["per_pod"],
                 )
             )
-        time.sleep(interval if progress is not None else min(interval, 0.2))
+        # Progress every ``interval``; the processes' end is seen within EXIT_POLL_S, not an interval later.
+        time.sleep(min(interval, EXIT_POLL_S))
 
 
 def _kill(processes: list[_Process]) -> None:
