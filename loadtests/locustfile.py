@@ -54,6 +54,9 @@ records_table([])
 RECORD_KEY = "balancebench.record"
 """Key of the :class:`Record` in a request event's ``context``; the writer listens for it."""
 
+RUNNER_WAIT_S = 10.0
+"""How long a worker's first spawn job waits for Locust to finish making the worker's runner."""
+
 FLUSH_INTERVAL = "1s"
 """A local run's time between record flushes, so an interrupted run keeps what it measured (a worker's
 records go with each of its reports to the master)."""
@@ -187,6 +190,41 @@ def _collect(environment: Environment, **_: Any) -> None:
     if isinstance(runner, MasterRunner):
         runner.register_message(collect.MESSAGE, _on_worker_message)
         environment.events.worker_report.add_listener(_on_worker_report)
+        if parsed.headless:
+            _quit_once_every_record_is_in(runner, collector)
+            _wait_for_workers(runner, expected, parsed.expect_workers_max_wait)
+
+
+def _wait_for_workers(runner: MasterRunner, expected: int, max_wait: float) -> None:
+    """Wait here, before Locust's own wait, until ``expected`` workers are ready (or ``max_wait``).
+
+    Locust's headless master checks its workers once a second and sleeps a whole second when they are not
+    there yet; the workers start together with the master, so they nearly always arrive a few milliseconds
+    after that first check. Waiting in steps of 10 ms here saves that second in every cell; the worker
+    messages are taken by the runner's greenlets meanwhile."""
+    deadline = time.monotonic() + (max_wait or 60.0)
+    while len(runner.clients.ready) < expected and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+
+
+def _quit_once_every_record_is_in(runner: MasterRunner, collector: collect.RecordCollector) -> None:
+    """Make the master's quit skip Locust's half-second wait for final stats once every worker is gone.
+
+    ``MasterRunner.quit`` sleeps 0.5 s "for final stats report from all workers", and a headless master
+    quits twice (when the last worker quits, and again in its shutdown): a second per cell. A worker sends
+    its last records before it quits, so with no worker left and every final batch in there is nothing to
+    wait for. Otherwise (a worker still there, or one that died before its last batch) Locust's own quit
+    runs, wait included."""
+    grace_quit = runner.quit
+
+    def quit() -> None:
+        if runner.worker_count == 0 and not collector.unfinished():
+            runner.stop(send_stop_to_client=False)
+            runner.greenlet.kill(block=True)
+        else:
+            grace_quit()
+
+    runner.quit = quit  # type: ignore[method-assign]
 
 
 def _on_worker_report(client_id: str, data: dict[str, Any]) -> None:
@@ -222,6 +260,8 @@ def _report(client_id: str, data: dict[str, Any]) -> None:
 def _start(environment: Environment, **_: Any) -> None:
     global _process
     runner, parsed = environment.runner, environment.parsed_options
+    if runner is None and parsed is not None and parsed.worker:
+        runner = _worker_runner(environment)
     if parsed is None or runner is None:
         return
     if isinstance(runner, MasterRunner):
@@ -275,6 +315,19 @@ def _start(environment: Environment, **_: Any) -> None:
     else:
         interval = parse_duration(parsed.flush_interval, what="--flush-interval")
         _process.flusher = gevent.spawn(_flush_periodically, _process, interval)
+
+
+def _worker_runner(environment: Environment) -> Any:
+    """The worker's runner, which can still be in the making when its first spawn job arrives.
+
+    Locust's ``WorkerRunner.__init__`` waits for the master's ack, and its message greenlet goes on to
+    take the spawn job that follows it at once, firing ``test_start`` before ``__init__`` has returned and
+    ``environment.runner`` is set. Nothing here could work without the runner (the users would find no
+    process), so wait for it: the constructor finishes in the next turns of the loop."""
+    deadline = time.monotonic() + RUNNER_WAIT_S
+    while environment.runner is None and time.monotonic() < deadline:
+        gevent.sleep(0.005)
+    return environment.runner
 
 
 def _flush_periodically(process: _Process, interval: float) -> None:
