@@ -240,7 +240,7 @@ class Http2Connection(asyncio.Protocol):
         self._streams[stream_id] = _Stream(stream_id, self._received, path.decode("latin-1"), grpc)
         limit = self._state.policy.max_requests_per_connection
         if limit is not None and self._received >= limit and self._last_stream is None:
-            self._goaway_started = True
+            self._goaway_begins()
             self._send_goaway(stream_id)
 
     def _ended(self, stream_id: int) -> None:
@@ -348,7 +348,7 @@ class Http2Connection(asyncio.Protocol):
 
     def _begin_goaway(self) -> None:
         """gRPC's graceful GOAWAY: announce it, PING to learn which streams are in flight, then finalize."""
-        self._goaway_started = True
+        self._goaway_begins()
         self._write_goaway(_LAST_POSSIBLE_STREAM)
         self._h2.ping(_GOAWAY_PING)
         self._flush()
@@ -362,9 +362,17 @@ class Http2Connection(asyncio.Protocol):
             self._send_goaway(self._highest_stream)
             self._flush()
 
+    def _goaway_begins(self) -> None:
+        """The connection's first GOAWAY, announced or final: the one the ``goaways`` counter counts.
+
+        Counted here, not at the final GOAWAY of a graceful one: a client moves to a new connection at the
+        announcement, and one that closes before answering the PING never gets a final GOAWAY."""
+        if not self._goaway_started:
+            self._goaway_started = True
+            self._state.stats.goaways += 1
+
     def _send_goaway(self, last_stream: int) -> None:
         self._last_stream = last_stream
-        self._state.stats.goaways += 1
         self._write_goaway(last_stream)
         self._maybe_done()
 
@@ -412,7 +420,7 @@ class Http2Connection(asyncio.Protocol):
         if self._closing:
             return
         if not self._goaway_started:
-            self._goaway_started = True
+            self._goaway_begins()
             self._send_goaway(self._highest_stream)
             self._flush()
         self._maybe_done()
